@@ -1,0 +1,120 @@
+"""Prediction speed and memory: the figures of issue 5, as medians over repeated runs.
+
+    python bench/predict.py [--repeats 7] [--install-size]
+
+1. whole process `mimika predict photo.jpg` (start, load, detect, classify, print): wall time
+   and peak memory (max RSS), default model (ONNX Runtime) vs the same model through PyTorch;
+2. per photo once loaded (detect + classify), default detector vs the baseline detector;
+3. classification alone, a batch of face crops, faces/s, ONNX Runtime vs PyTorch;
+4. with --install-size: the size of a fresh virtual environment holding `pip install .`.
+The photo is the bundled astronaut scaled onto a 640x480 canvas: one face.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from detection import photo_640x480  # noqa: E402
+
+import mimika  # noqa: E402
+from mimika.config import DEFAULT_MODEL, shipped_models  # noqa: E402
+from mimika.detection import PRESETS  # noqa: E402
+
+
+def run_process(args: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of one child process."""
+    t = time.perf_counter()
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t
+    if status != 0:
+        raise SystemExit(f"{' '.join(args)} failed ({status})")
+    return wall, usage.ru_maxrss / 1024
+
+
+def median_time(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--batch", type=int, default=512)
+    ap.add_argument("--install-size", action="store_true")
+    a = ap.parse_args()
+    files = shipped_models()[DEFAULT_MODEL]
+    tmp = Path(tempfile.mkdtemp())
+    photo = photo_640x480()
+    photo_path = tmp / "photo.jpg"
+    cv2.imwrite(str(photo_path), photo)
+    exe = shutil.which("mimika") or sys.argv[0]
+    print(f"default model: {DEFAULT_MODEL}; photo 640x480, one face; medians of {a.repeats} runs\n")
+
+    print("1. whole process: mimika predict photo.jpg")
+    rows = {}
+    for label, extra in [("ONNX Runtime (default)", []), ("PyTorch (.npz)", ["--model", str(files[".npz"])])]:
+        runs = [run_process([exe, "predict", str(photo_path), *extra]) for _ in range(a.repeats)]
+        rows[label] = (statistics.median(r[0] for r in runs), max(r[1] for r in runs))
+        print(f"   {label:<24} {rows[label][0]:6.3f} s   peak memory {rows[label][1]:6.1f} MiB")
+    (t_onnx, m_onnx), (t_torch, m_torch) = rows.values()
+    print(f"   ratio PyTorch/ONNX: time {t_torch / t_onnx:.2f}x, memory {m_torch / m_onnx:.2f}x\n")
+
+    print("2. per photo once loaded (detect + classify)")
+    rec = mimika.Recognizer()
+    for name in ("default", "baseline", "fast"):
+        rec.detector = PRESETS[name]
+        total = median_time(lambda: rec.get(photo), a.repeats * 3)
+        detect = median_time(lambda: rec.detector(photo), a.repeats * 3)
+        print(f"   detector {name:<9} {total * 1000:7.2f} ms  (detection {detect * 1000:6.2f} ms, "
+              f"{len(rec.get(photo))} face)")
+    rec.detector = PRESETS["default"]
+    gray = cv2.cvtColor(photo, cv2.COLOR_GRAY2BGR)[:, :, 0]
+    face = mimika.crop_face(gray, rec.detector(gray)[0], rec.model.config.crop)
+    crops = np.repeat(face[None], a.batch, axis=0)
+
+    print(f"\n3. classification alone, batches of {a.batch} face crops")
+    onnx_s = median_time(lambda: rec.model.predict_proba(crops), a.repeats)
+    print(f"   ONNX Runtime {a.batch / onnx_s:9.0f} faces/s")
+    try:
+        torch_model = mimika.Model.load(files[".npz"])
+        torch_s = median_time(lambda: torch_model.predict_proba(crops), a.repeats)
+        print(f"   PyTorch      {a.batch / torch_s:9.0f} faces/s   (ONNX/PyTorch {torch_s / onnx_s:.2f}x)")
+    except ImportError:
+        print("   PyTorch not installed")
+
+    if a.install_size:
+        print("\n4. installed size for prediction (fresh virtual environment, pip install .)")
+        venv = tmp / "venv"
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(HERE.parent)], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        size = sum(f.stat().st_size for f in venv.rglob("*") if f.is_file() and not f.is_symlink())
+        print(f"   {size / 1e6:.0f} MB")
+        r = subprocess.run([str(venv / "bin" / "mimika"), "predict", str(photo_path), "--json"],
+                           capture_output=True, text=True)
+        has_torch = any((venv / "lib").glob("python*/site-packages/torch"))
+        print(f"   mimika predict in it: exit {r.returncode}; PyTorch installed: {has_torch}")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

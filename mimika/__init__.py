@@ -1,0 +1,45 @@
+"""mimika: find every face in an image and say how strongly it shows each emotion.
+
+The four modules of the original design:
+  1. input preparation  - images, detection, crop, datasets
+  2. network            - nets (architectures), model (network + config), modelfile, export
+  3. training           - training, crossval
+  4. recognition        - recognition (Recognizer, Face), runtime (ONNX), annotate
+
+    >>> import mimika
+    >>> faces = mimika.recognize("photo.jpg")
+    >>> faces[0].box, faces[0].label, faces[0].scores
+
+Names are imported on first use, so prediction never loads PyTorch (only training needs it).
+"""
+
+from importlib import import_module
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "create_model": "api", "fine_tune": "api", "load_model": "api", "train": "api",
+    "CropSpec": "crop", "crop_face": "crop",
+    "FaceSet": "datasets", "load_ckplus": "datasets", "load_class_folders": "datasets", "load_dataset": "datasets",
+    "HaarDetector": "detection", "detect_faces": "detection", "get_detector": "detection",
+    "MimikaError": "errors", "evaluate": "evaluation", "load_gray": "images", "read_image": "images",
+    "CKPLUS_CODES": "labels", "CKPLUS_EMOTIONS": "labels",
+    "Model": "model", "shipped_models": "config", "ModelConfig": "config",
+    "Face": "recognition", "ImageResult": "recognition", "Recognizer": "recognition", "recognize": "recognition",
+    "OnnxModel": "runtime", "load_predictor": "runtime",
+    "TrainOptions": "training", "export_onnx": "export",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'mimika' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

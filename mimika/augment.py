@@ -1,0 +1,45 @@
+"""Training-time augmentation on batches of face tensors: random affine (shift, scale, small
+rotation), horizontal flip, and random erasing. Uses torch's random state, which checkpoints
+save, so resumed runs see the same augmentations."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def augment(x: torch.Tensor, max_shift: float = 0.1, scale: tuple[float, float] = (0.9, 1.1),
+            max_degrees: float = 10.0, flip: bool = True, erase_p: float = 0.5) -> torch.Tensor:
+    """A randomly transformed copy of a batch N x 1 x H x W (float, normalized)."""
+    n = x.shape[0]
+    angle = (torch.rand(n) * 2 - 1) * math.radians(max_degrees)
+    s = torch.empty(n).uniform_(*scale)
+    sign = torch.where(torch.rand(n) < 0.5, -1.0, 1.0) if flip else torch.ones(n)
+    tx, ty = (torch.rand(2, n) * 2 - 1) * max_shift * 2  # grid units span 2
+    cos, sin = torch.cos(angle) / s, torch.sin(angle) / s
+    theta = torch.stack([torch.stack([cos * sign, -sin, tx], 1), torch.stack([sin * sign, cos, ty], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    if erase_p > 0:
+        out = random_erase(out, erase_p)
+    return out
+
+
+def random_erase(x: torch.Tensor, p: float, area: tuple[float, float] = (0.02, 0.2)) -> torch.Tensor:
+    """Blank a random rectangle (filled with noise) in a fraction p of the images."""
+    n, _, h, w = x.shape
+    hit = torch.rand(n) < p
+    a = torch.empty(n).uniform_(*area) * h * w
+    ratio = torch.exp(torch.empty(n).uniform_(math.log(0.3), math.log(3.3)))
+    eh = torch.sqrt(a * ratio).clamp(1, h).long()
+    ew = torch.sqrt(a / ratio).clamp(1, w).long()
+    y0 = (torch.rand(n) * (h - eh + 1)).long()
+    x0 = (torch.rand(n) * (w - ew + 1)).long()
+    noise = torch.randn_like(x)
+    rows = torch.arange(h).view(1, h, 1)
+    cols = torch.arange(w).view(1, 1, w)
+    mask = ((rows >= y0.view(n, 1, 1)) & (rows < (y0 + eh).view(n, 1, 1)) &
+            (cols >= x0.view(n, 1, 1)) & (cols < (x0 + ew).view(n, 1, 1)) & hit.view(n, 1, 1))
+    return torch.where(mask.unsqueeze(1), noise, x)

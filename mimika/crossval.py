@@ -1,0 +1,65 @@
+"""Subject-independent k-fold cross-validation: no subject's faces in two folds."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .datasets.base import FaceSet
+from .errors import MimikaError
+from .evaluation import evaluate, report
+from .fileio import write_text
+from .model import Model
+from .training import Trainer, TrainOptions
+
+
+def subject_folds(subjects: np.ndarray, k: int, seed: int = 0) -> list[np.ndarray]:
+    """k disjoint groups of subject ids (shuffled with `seed`, sizes differing by at most one)."""
+    uniq = np.unique(subjects)
+    if "" in uniq:
+        raise MimikaError("cross-validation by subject needs a subject id for every face")
+    if not 2 <= k <= len(uniq):
+        raise MimikaError(f"{k} folds need between 2 and {len(uniq)} (the number of subjects)")
+    order = np.random.default_rng(seed).permutation(len(uniq))
+    return [np.sort(uniq[g]) for g in np.array_split(order, k)]
+
+
+def cross_validate(data: FaceSet, make_model: Callable[[], Model], options: TrainOptions, k: int = 10,
+                   seed: int = 0, out_dir: str | os.PathLike | None = None,
+                   log: Callable[[str], None] = print) -> dict:
+    """Train a fresh model per fold on the other folds' subjects, test on the fold's subjects.
+
+    Returns {"folds": [per-fold report + subjects], "accuracy_mean", "accuracy_std",
+    "pooled": report over all test predictions}; writes fold-N.json and crossval.json to out_dir.
+    """
+    folds = subject_folds(data.subjects, k, seed)
+    out = Path(out_dir) if out_dir else None
+    results, y_true, y_pred, labels = [], [], [], None
+    for i, held in enumerate(folds, 1):
+        test = data.with_subjects(list(held))
+        train = data.with_subjects(list(held), keep=False)
+        model = make_model()
+        labels = model.labels
+        log(f"fold {i}/{k}: {len(train)} training faces, {len(test)} test faces of {len(held)} subjects")
+        Trainer(model, train, None, options, log=lambda line: log(f"  {line}")).run()
+        rep = evaluate(model, test)
+        probs = model.predict_proba(test.faces)
+        y_true.append(test.relabel(labels).y)
+        y_pred.append(probs.argmax(1))
+        rep["subjects"] = held.tolist()
+        results.append(rep)
+        log(f"fold {i}/{k}: accuracy {rep['accuracy']:.4f} (n={rep['n']})")
+        if out:
+            out.mkdir(parents=True, exist_ok=True)
+            write_text(out / f"fold-{i}.json", json.dumps(rep, indent=1))
+    accs = np.array([r["accuracy"] for r in results])
+    summary = {"k": k, "seed": seed, "accuracy_mean": float(accs.mean()), "accuracy_std": float(accs.std()),
+               "fold_accuracy": accs.tolist(),
+               "pooled": report(np.concatenate(y_true), np.concatenate(y_pred), labels), "folds": results}
+    if out:
+        write_text(out / "crossval.json", json.dumps(summary, indent=1))
+    return summary

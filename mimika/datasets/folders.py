@@ -1,0 +1,76 @@
+"""Class-folder sets (`ROOT/<class>/*.png`) and in-memory arrays: the user's own labelled faces."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ..crop import CropSpec, single_face
+from ..detection import PRESETS
+from ..errors import MimikaError
+from ..images import list_images, to_gray
+from ..labels import CKPLUS_EMOTIONS, canonical_label, code_to_label
+from .base import FaceSet, crop_files, stack_faces
+
+SUBJECT_RE = re.compile(r"^(S\d+)_")  # CK+-style file names carry the subject id
+
+
+def load_class_folders(root: str | os.PathLike, spec: CropSpec, crop: str = "whole", detector=None) -> FaceSet:
+    """Faces from ROOT/<class>/<image>; class names ("happy", "anger", "5", ...) map to our labels."""
+    root = Path(root)
+    if not root.is_dir():
+        raise MimikaError(f"{root}: no such folder")
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not class_dirs:
+        raise MimikaError(f"{root}: no class folders (expected ROOT/<class>/<image files>)")
+    unknown = [d.name for d in class_dirs if canonical_label(d.name) is None]
+    if unknown:
+        raise MimikaError(f"{root}: class folder names that map to no emotion: {', '.join(unknown)} "
+                          f"(known: {', '.join(CKPLUS_EMOTIONS)}, neutral, synonyms such as happy/angry/sad, "
+                          "or CK+ codes 0..7)")
+    files, names = [], []
+    for d in class_dirs:
+        for f in list_images(d):
+            files.append(f)
+            names.append(canonical_label(d.name))
+    if not files:
+        raise MimikaError(f"{root}: the class folders hold no images")
+    labels = [n for n in (["neutral"] + CKPLUS_EMOTIONS) if n in set(names)]
+    crops, ok, skipped, notes = crop_files(files, spec, crop, f"reading {root.name}", detector)
+    if not ok:
+        raise MimikaError(f"{root}: none of the {len(files)} images could be read")
+    subjects = [(m.group(1) if (m := SUBJECT_RE.match(files[i].name)) else "") for i in ok]
+    return FaceSet(stack_faces(crops, spec), np.array([labels.index(names[i]) for i in ok], np.int64),
+                   labels, np.array(subjects, dtype=str), [str(files[i]) for i in ok], skipped, notes)
+
+
+def faces_from_arrays(images: np.ndarray, codes, spec: CropSpec, crop: str = "detect") -> FaceSet:
+    """A face set from an N x K x H x W array (K = 1 gray or 3 RGB; any H, W) and CK+ codes.
+
+    The face in each image is found and resized to the model input (the whole image is used
+    where none is detected)."""
+    images = np.asarray(images)
+    codes = np.asarray(codes).reshape(-1)
+    if images.ndim == 3:
+        images = images[:, None]
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise MimikaError(f"faces must be an N x K x H x W array with K = 1 or 3, got shape {images.shape}")
+    if len(codes) != len(images):
+        raise MimikaError(f"{len(images)} faces but {len(codes)} labels")
+    if len(images) == 0:
+        raise MimikaError("no faces given")
+    names = [code_to_label(c, f"label {i}") for i, c in enumerate(codes)]
+    detector = PRESETS["default"]
+    crops, undetected = [], 0
+    for i, img in enumerate(images):
+        gray = to_gray(np.moveaxis(img, 0, -1), order="rgb", where=f"face {i}")
+        face, found = single_face(gray, spec, crop, detector)
+        undetected += crop == "detect" and not found
+        crops.append(face)
+    labels = [n for n in (["neutral"] + CKPLUS_EMOTIONS) if n in set(names)]
+    notes = [f"no face detected in {undetected} of {len(images)} images, used whole"] if undetected else []
+    return FaceSet(stack_faces(crops, spec), np.array([labels.index(n) for n in names], np.int64), labels,
+                   np.array([""] * len(names)), [f"array[{i}]" for i in range(len(names))], [], notes)

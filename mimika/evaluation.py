@@ -1,0 +1,62 @@
+"""Evaluation reports: accuracy, balanced accuracy, per-class precision/recall/F1, confusion."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .datasets.base import FaceSet
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n: int) -> np.ndarray:
+    """Rows: true class, columns: predicted class."""
+    return np.bincount(n * np.asarray(y_true) + np.asarray(y_pred), minlength=n * n).reshape(n, n)
+
+
+def report(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict:
+    """The evaluation report as a JSON-ready dict."""
+    cm = confusion_matrix(y_true, y_pred, len(labels))
+    tp = np.diag(cm).astype(float)
+    support = cm.sum(axis=1)
+    predicted = cm.sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        recall = np.where(support > 0, tp / support, 0.0)
+        precision = np.where(predicted > 0, tp / predicted, 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    present = support > 0
+    n = int(cm.sum())
+    return {
+        "n": n,
+        "accuracy": float(tp.sum() / n) if n else 0.0,
+        "balanced_accuracy": float(recall[present].mean()) if present.any() else 0.0,
+        "per_class": {
+            name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                   "support": int(support[i])}
+            for i, name in enumerate(labels)
+        },
+        "confusion": {"labels": list(labels), "matrix": cm.tolist()},
+    }
+
+
+def evaluate(model, data: FaceSet) -> dict:
+    """Score a model (PyTorch `Model` or `OnnxModel`) on a face set whose classes it knows."""
+    from .progress import progress
+    data = data.relabel(model.labels)
+    step = 1024
+    probs = np.concatenate([model.predict_proba(data.faces[i:i + step])
+                            for i in progress(range(0, len(data), step), "evaluating",
+                                              total=-(-len(data) // step), unit="chunk")])
+    return report(data.y, probs.argmax(axis=1), model.labels)
+
+
+def format_report(rep: dict) -> str:
+    """A readable table of a report."""
+    lines = [f"faces {rep['n']}   accuracy {rep['accuracy']:.4f}   balanced accuracy {rep['balanced_accuracy']:.4f}",
+             "", f"{'class':<12}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}"]
+    for name, c in rep["per_class"].items():
+        lines.append(f"{name:<12}{c['precision']:>10.3f}{c['recall']:>10.3f}{c['f1']:>10.3f}{c['support']:>10d}")
+    labels, cm = rep["confusion"]["labels"], rep["confusion"]["matrix"]
+    short = [l[:5] for l in labels]
+    lines += ["", "confusion (rows: true, columns: predicted)", " " * 12 + "".join(f"{s:>7}" for s in short)]
+    for name, row in zip(labels, cm):
+        lines.append(f"{name:<12}" + "".join(f"{v:>7d}" for v in row))
+    return "\n".join(lines)

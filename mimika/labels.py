@@ -1,0 +1,47 @@
+"""Emotion label names and the codes and spellings that datasets use for them."""
+
+from __future__ import annotations
+
+from .errors import MimikaError
+
+#: CK+ emotion codes, as in the `Emotion/*_emotion.txt` files.
+CKPLUS_CODES: dict[int, str] = {
+    0: "neutral",
+    1: "anger",
+    2: "contempt",
+    3: "disgust",
+    4: "fear",
+    5: "happiness",
+    6: "sadness",
+    7: "surprise",
+}
+
+#: The seven emotions of the original design (CK+ codes 1..7), in code order.
+CKPLUS_EMOTIONS: list[str] = [CKPLUS_CODES[c] for c in range(1, 8)]
+
+#: Spellings found in class-folder datasets, mapped to our canonical names.
+SYNONYMS: dict[str, str] = {
+    "neutral": "neutral", "neutrality": "neutral", "calm": "neutral",
+    "anger": "anger", "angry": "anger", "mad": "anger",
+    "contempt": "contempt", "contemptuous": "contempt",
+    "disgust": "disgust", "disgusted": "disgust",
+    "fear": "fear", "fearful": "fear", "afraid": "fear", "scared": "fear",
+    "happiness": "happiness", "happy": "happiness", "joy": "happiness", "smile": "happiness",
+    "sadness": "sadness", "sad": "sadness",
+    "surprise": "surprise", "surprised": "surprise",
+}
+
+
+def canonical_label(name: str) -> str | None:
+    """Our name for a dataset's class name or CK+ code ("happy", "5" -> "happiness"); None if unknown."""
+    key = name.strip().lower()
+    if key.isdigit():
+        return CKPLUS_CODES.get(int(key))
+    return SYNONYMS.get(key)
+
+
+def code_to_label(code: int | float, where: str = "") -> str:
+    """The label name of a CK+ code, or a MimikaError naming `where` for anything else."""
+    if float(code) != int(code) or int(code) not in CKPLUS_CODES:
+        raise MimikaError(f"{where}: {code!r} is not a CK+ emotion code (0..7)")
+    return CKPLUS_CODES[int(code)]

@@ -1,0 +1,79 @@
+"""Write a shipped model's card from the model file and a fresh `mimika evaluate` run.
+
+    python scripts/model_card.py seed --data ../shared/data/ckplus --split heldout
+
+Every figure in the card comes from the model file (its training record) or from the
+evaluation this script runs, so rerunning it reproduces the card.
+"""
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from mimika.model import Model, resolve_model_path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("name")
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--split", default="heldout")
+    ap.add_argument("--title", default="")
+    ap.add_argument("--notes", default="", help="a Markdown file whose text is added to the card")
+    a = ap.parse_args()
+    path = resolve_model_path(a.name, prefer=(".npz",))
+    onnx_path = path.with_suffix(".onnx")
+    model = Model.load(path)
+    info = model.config.info
+    eval_cmd = ["mimika", "evaluate", "--model", a.name, "--data", a.data, "--split", a.split]
+    rep = json.loads(subprocess.run([sys.executable, "-m", "mimika.cli", *eval_cmd[1:], "--json"],
+                                    check=True, capture_output=True, text=True).stdout)
+    table = subprocess.run([sys.executable, "-m", "mimika.cli", *eval_cmd[1:]],
+                           check=True, capture_output=True, text=True).stdout
+    hist = json.loads(path.with_suffix(".history.json").read_text()) if path.with_suffix(".history.json").exists() else []
+    split = info.get("split", {})
+    train_s = info.get("training", {}).get("seconds_this_session")
+    lines = [
+        f"# Model card: `{a.name}`" + (f" — {a.title}" if a.title else ""),
+        "",
+        f"- **Architecture:** `{model.config.arch}`, input {model.config.crop.width}x{model.config.crop.height} "
+        f"grayscale, crop margin {model.config.crop.margin}",
+        f"- **Labels:** {', '.join(model.labels)}",
+        f"- **Data:** `{info.get('data')}`",
+        f"- **Training command:** `{info.get('command')}`",
+        f"- **Epochs:** {info.get('training', {}).get('epochs')}",
+        f"- **Training wall time on the 2-core development machine:** {train_s} s",
+        f"- **Files:** `{path.name}` ({path.stat().st_size / 1e6:.1f} MB, float16 weights, no pickle: training "
+        f"and fine-tuning)" + (f", `{onnx_path.name}` ({onnx_path.stat().st_size / 1e6:.1f} MB: prediction with ONNX "
+                               f"Runtime, written by `mimika export {path.name} {onnx_path.name}`)"
+                               if onnx_path.exists() else ""),
+        f"- **Test-time augmentation:** {model.config.tta or 'none'}",
+    ]
+    if split.get("val", "").lower() == "publictest":
+        lines.append("- **Split:** trained on Training; validated and selected on PublicTest; PrivateTest used only "
+                     "for the metrics below")
+    if split.get("val_subjects"):
+        lines.append(f"- **Held-out subjects ({len(split['val_subjects'])}, never seen in training; chosen "
+                     f"at random, seed {split['seed']}):** {', '.join(split['val_subjects'])}")
+    if hist and hist[-1].get("val_accuracy") is not None:
+        lines.append(f"- **Validation accuracy at the last epoch, as printed by training:** "
+                     f"{hist[-1]['val_accuracy']:.4f}")
+    if info.get("init"):
+        lines.append(f"- **Initialized from:** {info['init']}")
+    lines += ["", "## Metrics", "", f"Reproduce: `{' '.join(eval_cmd)}`", "",
+              f"| n | accuracy | balanced accuracy |", "|---|---|---|",
+              f"| {rep['n']} | {rep['accuracy']:.4f} | {rep['balanced_accuracy']:.4f} |", "",
+              "```", table.rstrip(), "```", ""]
+    if a.notes:
+        lines += [Path(a.notes).read_text().rstrip(), ""]
+    lines.append(f"Card written by `python scripts/model_card.py {shlex.join(sys.argv[1:])}`.")
+    out = path.with_suffix(".md")
+    out.write_text("\n".join(lines) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""Dataset readers (FER2013, FER+, class folders), the prepared-face cache, protocols, reports."""
+
+import gzip
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from mimika import CropSpec, MimikaError
+from mimika.cli import main
+from mimika.crossval import subject_folds
+from mimika.datasets import load_dataset
+from mimika.datasets.fer2013 import ferplus_majority, load_fer2013, read_fer2013_csv
+from mimika.evaluation import report
+
+USAGES = ["Training"] * 6 + ["PublicTest"] * 2 + ["PrivateTest"] * 2
+
+
+def fer_rows(face: np.ndarray, n: int = 10):
+    faces = [cv2.resize(np.rot90(face, k % 4), (48, 48), interpolation=cv2.INTER_AREA) for k in range(n)]
+    return [(i % 7, " ".join(map(str, f.reshape(-1))), USAGES[i]) for i, f in enumerate(faces)], faces
+
+
+@pytest.fixture
+def fer_dir(tmp_path, astronaut_face):
+    rows, faces = fer_rows(astronaut_face)
+    text = "emotion,pixels,Usage\n" + "".join(f"{e},{p},{u}\n" for e, p, u in rows)
+    (tmp_path / "fer2013.csv").write_text(text)
+    votes = [  # neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF
+        [10, 0, 0, 0, 0, 0, 0, 0, 0, 0],  # neutral
+        [4, 6, 0, 0, 0, 0, 0, 0, 0, 0],  # happiness
+        [5, 5, 0, 0, 0, 0, 0, 0, 0, 0],  # no majority: skipped
+        [1, 1, 1, 0, 7, 0, 0, 0, 0, 0],  # single votes dropped: anger 7 of 7
+        [0, 0, 0, 0, 0, 0, 0, 0, 6, 4],  # unknown: skipped
+        [3, 0, 0, 0, 0, 0, 0, 4, 3, 0],  # contempt 4 of 10: no majority
+        [0, 0, 8, 0, 0, 0, 0, 0, 0, 2],  # surprise
+        [2, 0, 0, 6, 0, 0, 1, 0, 1, 0],  # sadness 6 of 8
+        [0, 0, 0, 0, 0, 9, 0, 0, 1, 0],  # disgust
+        [0, 0, 0, 0, 0, 0, 7, 3, 0, 0],  # fear
+    ]
+    head = "Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF\n"
+    (tmp_path / "fer2013new.csv").write_text(head + "".join(
+        f"{USAGES[i]},fer{i:07d}.png," + ",".join(map(str, v)) + "\n" for i, v in enumerate(votes)))
+    return tmp_path
+
+
+def test_fer2013_plain_and_gzip(fer_dir, monkeypatch, tmp_path):
+    monkeypatch.setenv("MIMIKA_CACHE", str(tmp_path / "cache"))
+    pixels, emotion, usage = read_fer2013_csv(fer_dir / "fer2013.csv")
+    assert pixels.shape == (10, 48, 48) and list(emotion) == [i % 7 for i in range(10)]
+    gz = fer_dir / "copy.csv.gz"
+    gz.write_bytes(gzip.compress((fer_dir / "fer2013.csv").read_bytes()))
+    data = load_dataset(gz, CropSpec(48, 48))
+    assert len(data) == 10 and data.labels == ["neutral", "anger", "disgust", "fear", "happiness", "sadness",
+                                               "surprise"]
+    assert data.labels[data.y[3]] == "happiness" and data.labels[data.y[6]] == "neutral"  # FER codes 3, 6
+    assert np.array_equal(data.faces, pixels)
+    assert len(data.split("PrivateTest")) == 2 and len(data.split("train")) == 6
+    big = load_dataset(gz, CropSpec(96, 96))  # resized to a model's input
+    assert big.faces.shape == (10, 96, 96)
+
+
+def test_ferplus_majority_rule_and_soft_labels(fer_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("MIMIKA_CACHE", str(tmp_path / "cache"))
+    data = load_dataset(fer_dir / "fer2013new.csv", CropSpec(48, 48))
+    names = [data.labels[i] for i in data.y]
+    assert names == ["neutral", "happiness", "anger", "surprise", "sadness", "disgust", "fear"]
+    assert [s.split(":")[1] for s in data.sources] == ["2", "3", "5", "8", "9", "10", "11"]
+    assert len(data.labels) == 8 and data.soft.shape == (7, 8)
+    assert np.allclose(data.soft.sum(1), 1) and data.soft[1, data.labels.index("happiness")] == pytest.approx(0.6)
+    assert list(ferplus_majority(np.array([[0, 0, 0, 0, 0, 0, 0, 0, 10, 0]]))) == [-1]
+
+
+def test_ferplus_out_of_step_and_bad_rows(fer_dir):
+    lines = (fer_dir / "fer2013new.csv").read_text().splitlines()
+    (fer_dir / "fer2013new.csv").write_text("\n".join(lines[:4] + [lines[4].replace("Training", "PublicTest")]
+                                                      + lines[5:]) + "\n")
+    with pytest.raises(MimikaError, match="line 5: .*out of step"):
+        load_dataset(fer_dir / "fer2013new.csv", CropSpec(48, 48), use_cache=False)
+    (fer_dir / "fer2013new.csv").write_text("\n".join(lines[:-1]) + "\n")
+    with pytest.raises(MimikaError, match="9 label rows but fer2013.csv has 10"):
+        load_dataset(fer_dir / "fer2013new.csv", CropSpec(48, 48), use_cache=False)
+    fer = (fer_dir / "fer2013.csv").read_text().splitlines()
+    bad = fer[:3] + [fer[3].replace(" ", " 7 ", 1)] + fer[4:]
+    (fer_dir / "fer2013.csv").write_text("\n".join(bad) + "\n")
+    with pytest.raises(MimikaError, match="fer2013.csv: line 4:"):
+        load_fer2013(fer_dir / "fer2013.csv")
+    (fer_dir / "fer2013.csv").write_text("\n".join(fer[:2] + [fer[2].replace("0 ", "999 ", 1)] + fer[3:]) + "\n")
+    with pytest.raises(MimikaError, match="line 3: grey levels outside"):
+        load_fer2013(fer_dir / "fer2013.csv")
+    (fer_dir / "fer2013.csv").write_text("label,pixels,Usage\n" + "\n".join(fer[1:]))
+    with pytest.raises(MimikaError, match="line 1: expected the header"):
+        load_fer2013(fer_dir / "fer2013.csv")
+
+
+def test_cache_skips_preparation_the_second_time(ckplus_tree, tmp_path, monkeypatch):
+    monkeypatch.setenv("MIMIKA_CACHE", str(tmp_path / "cache"))
+    import mimika.datasets.ckplus as ck
+    calls = []
+    real = ck.crop_files
+    monkeypatch.setattr(ck, "crop_files", lambda *a, **k: calls.append(1) or real(*a, **k))
+    a = load_dataset(ckplus_tree, CropSpec(96, 96))
+    b = load_dataset(ckplus_tree, CropSpec(96, 96))
+    assert len(calls) == 1
+    assert np.array_equal(a.faces, b.faces) and list(a.subjects) == list(b.subjects) and a.sources == b.sources
+    load_dataset(ckplus_tree, CropSpec(96, 96, margin=0.1))  # other settings: prepared again
+    assert len(calls) == 2
+    f = next(ckplus_tree.rglob("*.png"))  # data changed: prepared again
+    os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))
+    load_dataset(ckplus_tree, CropSpec(96, 96))
+    assert len(calls) == 3
+
+
+def test_subject_folds_are_disjoint_and_cover_all():
+    subjects = np.array([f"S{i % 13:03d}" for i in range(100)])
+    folds = subject_folds(subjects, 10, seed=0)
+    flat = np.concatenate(folds)
+    assert len(folds) == 10 and len(flat) == 13 and len(set(flat)) == 13
+    with pytest.raises(MimikaError, match="folds need"):
+        subject_folds(subjects, 20)
+
+
+def test_report_metrics_by_hand():
+    y_true = np.array([0, 0, 0, 1, 1, 2])
+    y_pred = np.array([0, 0, 1, 1, 1, 0])
+    rep = report(y_true, y_pred, ["a", "b", "c"])
+    assert rep["n"] == 6 and rep["accuracy"] == pytest.approx(4 / 6)
+    assert rep["balanced_accuracy"] == pytest.approx((2 / 3 + 1 + 0) / 3)
+    assert rep["per_class"]["a"] == pytest.approx({"precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3, "support": 3})
+    assert rep["per_class"]["b"]["precision"] == pytest.approx(2 / 3)
+    assert rep["confusion"]["matrix"] == [[2, 1, 0], [0, 2, 0], [1, 0, 0]]
+
+
+def test_crossval_cli_writes_reports(ckplus_tree, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MIMIKA_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "cv"
+    assert main(["crossval", "--data", str(ckplus_tree), "--folds", "2", "--epochs", "1", "--out-dir", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "fold 1/2" in text and "mean accuracy" in text
+    summary = json.loads((out / "crossval.json").read_text())
+    assert len(summary["folds"]) == 2 and summary["pooled"]["n"] == 9
+    subjects = [set(f["subjects"]) for f in summary["folds"]]
+    assert not subjects[0] & subjects[1]
+    assert cv2.imread(str(out / "confusion.png")) is not None and (out / "fold-2.json").exists()
+
+
+def test_train_on_fer_csv_follows_the_protocol(fer_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MIMIKA_CACHE", str(tmp_path / "cache"))
+    model = tmp_path / "m.npz"
+    assert main(["train", "--data", str(fer_dir / "fer2013.csv"), "--arch", "vgg48", "--epochs", "2",
+                 "--out", str(model)]) == 0
+    captured = capsys.readouterr()
+    assert "training on Training (6 faces), validating on PublicTest (2 faces)" in captured.err
+    assert "val acc" in captured.out
+    hist = json.loads((tmp_path / "m.history.json").read_text())
+    assert [h["epoch"] for h in hist] == [1, 2] and (tmp_path / "m.history.png").exists()
+    assert main(["evaluate", "--model", str(model), "--data", str(fer_dir / "fer2013.csv"),
+                 "--split", "PrivateTest", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 2
+
+
+def test_train_from_a_model_with_other_classes(fer_dir, tmp_path, capsys, monkeypatch):
+    """--init: the data's classes become the model's (rows of shared classes kept)."""
+    monkeypatch.setenv("MIMIKA_CACHE", str(tmp_path / "cache"))
+    from mimika import Model, create_model
+    init = create_model("vgg48", labels=["neutral", "anger", "contempt", "disgust", "fear", "happiness",
+                                         "sadness", "surprise"])
+    init.save(tmp_path / "init.npz")
+    assert main(["train", "--data", str(fer_dir / "fer2013.csv"), "--init", str(tmp_path / "init.npz"),
+                 "--epochs", "1", "--out", str(tmp_path / "m.npz")]) == 0
+    m = Model.load(tmp_path / "m.npz")
+    assert "contempt" not in m.labels and len(m.labels) == 7 and m.net.head.out_features == 7

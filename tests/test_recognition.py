@@ -1,0 +1,181 @@
+"""Module 4: recognition with the shipped model, from Python and from the command line."""
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+import mimika
+from mimika.cli import main
+
+
+def check_face(face, labels):
+    x, y, w, h = face.box
+    assert w > 0 and h > 0
+    assert set(face.scores) == set(labels)
+    values = list(face.scores.values())
+    assert all(0 <= v <= 1 for v in values) and abs(sum(values) - 1) < 1e-6
+    assert values == sorted(values, reverse=True) and face.label == next(iter(face.scores))
+
+
+def test_recognize_the_astronaut(astronaut_path, shipped_model):
+    faces = mimika.recognize(astronaut_path)
+    assert len(faces) == 1
+    check_face(faces[0], shipped_model.labels)
+    rgb = cv2.imread(str(astronaut_path))[:, :, ::-1]
+    again = mimika.Recognizer().get(rgb)  # an RGB array gives the same as the file
+    assert again[0].box == faces[0].box
+    assert abs(again[0].scores[faces[0].label] - faces[0].score) < 1e-6
+
+
+def test_every_face_of_a_group_and_none_in_a_blank_image(astronaut_bgr):
+    group = np.hstack([astronaut_bgr, astronaut_bgr[:, ::-1]])
+    faces = mimika.Recognizer().get(group[:, :, ::-1])
+    assert len(faces) == 2 and faces[0].box[0] < faces[1].box[0]
+    assert mimika.recognize(np.full((480, 640, 3), 200, np.uint8)) == []
+
+
+def test_cli_json(astronaut_path, tmp_path, capsys):
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((240, 320), 90, np.uint8))
+    assert main(["predict", str(astronaut_path), str(blank), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [r["file"] for r in out] == [str(astronaut_path), str(blank)]
+    face, = out[0]["faces"]
+    assert len(face["box"]) == 4 and face["label"] == max(face["scores"], key=face["scores"].get)
+    assert abs(sum(face["scores"].values()) - 1) < 1e-6
+    assert out[1]["faces"] == []
+
+
+def test_cli_table_and_annotated_copy(astronaut_path, tmp_path, capsys):
+    assert main(["predict", str(astronaut_path), "--annotate", str(tmp_path / "ann")]) == 0
+    out = capsys.readouterr().out
+    assert "1 face" in out and "face 1" in out and "box" in out
+    written = cv2.imread(str(tmp_path / "ann" / "astronaut.png"))
+    original = cv2.imread(str(astronaut_path))
+    assert written.shape == original.shape
+    assert (np.abs(written.astype(int) - original).sum(axis=2) > 60).sum() > 500  # box and caption drawn
+
+
+def test_batch_goes_on_past_bad_files(astronaut_path, tmp_path, capsys):
+    bad = tmp_path / "corrupt.jpg"
+    bad.write_bytes(b"\xff\xd8\xff garbage")
+    missing = tmp_path / "missing.png"
+    rc = main(["predict", str(bad), str(astronaut_path), str(missing), "--json"])
+    captured = capsys.readouterr()
+    assert rc == 0
+    out = json.loads(captured.out)
+    assert len(out[1]["faces"]) == 1 and "error" in out[0] and "error" in out[2]
+    assert "2 of 3 input(s) could not be read" in captured.err
+    assert "corrupt.jpg: not a readable image" in captured.err and "missing.png: no such file" in captured.err
+    assert main(["predict", str(bad)]) != 0  # nothing could be done
+
+
+@pytest.mark.parametrize("args, message", [
+    (["predict", "x.png", "--model", "{tmp}/foreign.npz"], "not a mimika model file"),
+    (["train", "--data", "{tmp}/nothing"], "no such file or folder"),
+    (["train", "--data", "{tmp}/emptydir"], "no class folders"),
+    (["evaluate", "--data", "{tmp}/emptydir", "--model", "nope"], "no such model file or shipped model"),
+])
+def test_cli_errors_are_one_line(tmp_path, capsys, args, message):
+    np.savez(tmp_path / "foreign.npz", a=np.zeros(2))
+    (tmp_path / "emptydir").mkdir()
+    rc = main([a.replace("{tmp}", str(tmp_path)) for a in args])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_installed_command_runs(astronaut_path):
+    r = subprocess.run([sys.executable, "-m", "mimika.cli", "predict", str(astronaut_path), "--json"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert len(json.loads(r.stdout)[0]["faces"]) == 1
+
+
+def test_finetune_and_evaluate_from_the_command_line(tmp_path, astronaut_face, capsys):
+    from conftest import variants
+    for name, flip in [("happy", False), ("7", True)]:
+        (tmp_path / "mine" / name).mkdir(parents=True)
+        for i, f in enumerate(variants(astronaut_face, 6, hash(name) % 100)):
+            cv2.imwrite(str(tmp_path / "mine" / name / f"S{i:03d}_001_0001.png"), f[::-1] if flip else f)
+    out = tmp_path / "mine.npz"
+    assert main(["finetune", "--data", str(tmp_path / "mine"), "--out", str(out), "--epochs", "2"]) == 0
+    assert "epoch 2" in capsys.readouterr().out
+    assert main(["evaluate", "--model", str(out), "--data", str(tmp_path / "mine"), "--json",
+                 "--confusion", str(tmp_path / "cm.png")]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["n"] == 12 and set(rep) >= {"accuracy", "balanced_accuracy", "per_class", "confusion"}
+    assert sum(map(sum, rep["confusion"]["matrix"])) == 12
+    assert cv2.imread(str(tmp_path / "cm.png")) is not None
+
+
+def test_folders_are_classified_in_bounded_batches(astronaut_path, tmp_path, monkeypatch):
+    import shutil
+    for i in range(7):
+        shutil.copy(astronaut_path, tmp_path / f"img{i}.jpg")
+    (tmp_path / "bad.jpg").write_bytes(b"no")
+    rec = mimika.Recognizer()
+    sizes = []
+    real = rec.model.predict_proba
+    monkeypatch.setattr(rec.model, "predict_proba", lambda crops: sizes.append(len(crops)) or real(crops))
+    from mimika.recognition import expand_inputs
+    results = list(rec.get_files(expand_inputs([tmp_path]), batch_faces=3))
+    assert [r.file.split("/")[-1] for r in results] == ["bad.jpg"] + [f"img{i}.jpg" for i in range(7)]
+    assert results[0].error and all(len(r.faces) == 1 for r in results[1:])
+    assert sum(sizes) == 7 and max(sizes) <= 3  # never more than batch_faces (+ one image's) held at once
+    single = rec.get(astronaut_path)[0]
+    assert all(abs(r.faces[0].score - single.score) < 1e-9 for r in results[1:])
+
+
+def test_flip_tta_averages_the_mirror_image(shipped_model, astronaut_face):
+    import cv2
+    c = shipped_model.config.crop
+    face = cv2.resize(astronaut_face, (c.width, c.height))[None]
+    model = mimika.load_predictor()
+    model.config.tta = ""
+    plain, mirror = model.predict_proba(face), model.predict_proba(face[:, :, ::-1])
+    model.config.tta = "flip"
+    assert np.allclose(model.predict_proba(face), (plain + mirror) / 2)
+
+
+def test_progress_is_quiet_off_a_terminal(capsys):
+    from mimika.progress import progress
+    assert list(progress(range(3), "x")) == [0, 1, 2]
+    assert capsys.readouterr().err == ""  # pytest's stderr is not a terminal
+
+
+def test_cli_csv(astronaut_path, tmp_path, capsys):
+    import csv
+    import io
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((100, 100), 50, np.uint8))
+    assert main(["predict", str(blank), str(astronaut_path), "--csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert len(rows) == 1 and rows[0]["file"] == str(astronaut_path) and rows[0]["face"] == "1"
+    labels = mimika.load_predictor().labels
+    assert abs(sum(float(rows[0][name]) for name in labels) - 1) < 1e-4
+    assert rows[0]["label"] == max(labels, key=lambda n: float(rows[0][n]))
+
+
+def test_video_frames_json_and_annotated_video(astronaut_bgr, tmp_path, capsys):
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (512, 512))
+    for i in range(10):
+        writer.write(np.roll(astronaut_bgr, 3 * i, axis=1))
+    writer.release()
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    rc = main(["predict", str(video), str(broken), "--every", "2", "--json", "--annotate", str(tmp_path / "ann")])
+    captured = capsys.readouterr()
+    assert rc == 0
+    out = json.loads(captured.out)
+    frames = [r for r in out if r["file"] == str(video)]
+    assert [r["frame"] for r in frames] == [0, 2, 4, 6, 8]
+    assert [r["time"] for r in frames] == [0.0, 0.2, 0.4, 0.6, 0.8]
+    assert all(len(r["faces"]) == 1 for r in frames)
+    assert "broken.mp4: not a readable video" in captured.err
+    cap = cv2.VideoCapture(str(tmp_path / "ann" / "clip.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 5

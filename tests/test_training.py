@@ -1,0 +1,139 @@
+"""Module 3: training, convergence, checkpoints, resume and fine-tuning."""
+
+import numpy as np
+import pytest
+import torch
+
+import mimika
+from conftest import two_class_faces
+from mimika import CropSpec, MimikaError, TrainOptions, create_model, fine_tune
+from mimika.datasets import faces_from_arrays
+from mimika.training import Trainer
+
+
+@pytest.fixture(scope="module")
+def two_class_set(astronaut_face):
+    faces, codes = two_class_faces(astronaut_face, n=24)
+    data = faces_from_arrays(faces[:, None], codes, CropSpec(96, 96), crop="whole")
+    data.subjects = np.array([f"S{i % 6:03d}" for i in range(len(data))])
+    return data
+
+
+def quiet(_):
+    pass
+
+
+def test_training_learns_and_validation_uses_no_dropout(two_class_set):
+    model = create_model("seed", labels=two_class_set.labels, seed=0)
+    train, val = two_class_set.split_by_subject(0.34, seed=0)
+    lines = []
+    hist = mimika.train(model, train, val, TrainOptions(epochs=6, batch_size=8), log=lines.append)
+    assert len(hist) == 6 and len(lines) == 6
+    assert "train loss" in lines[0] and "val loss" in lines[0] and "val acc" in lines[0]
+    assert hist[-1].train_loss < hist[0].train_loss
+    assert hist[-1].val_accuracy >= 0.9
+    assert not model.net.training
+    p1 = model.predict_proba(val.faces)
+    assert np.array_equal(p1, model.predict_proba(val.faces))  # eval mode: deterministic
+
+
+def test_until_converged_stops_on_small_loss_change(two_class_set):
+    model = create_model("seed", labels=two_class_set.labels, seed=0)
+    hist = mimika.train(model, two_class_set, options=TrainOptions(epochs=None, tol=10.0, max_epochs=50),
+                        log=quiet)
+    assert len(hist) == 2  # the second epoch's loss is within 10.0 of the first
+    hist = mimika.train(create_model("seed", labels=two_class_set.labels), two_class_set,
+                        options=TrainOptions(epochs=None, tol=0.0, max_epochs=3), log=quiet)
+    assert len(hist) == 3
+
+
+def weights(model):
+    return {k: v.detach().clone() for k, v in model.net.state_dict().items()}
+
+
+@pytest.mark.parametrize("bf16, extra", [(True, {}), (False, dict(augment=True, schedule="cosine",
+                                                                  warmup_epochs=1, weight_decay=1e-4,
+                                                                  label_smoothing=0.1, keep_best=True))])
+def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path, two_class_set, bf16, extra):
+    opts = dict(batch_size=8, lr=0.01, seed=3, bf16=bf16, **extra)
+    val = two_class_set.subset(range(0, 48, 5)) if extra else None
+    full = create_model("seed", labels=two_class_set.labels, seed=3)
+    mimika.train(full, two_class_set, val, options=TrainOptions(epochs=4, **opts), log=quiet)
+
+    ckpt = tmp_path / "run.ckpt.npz"
+    first = create_model("seed", labels=two_class_set.labels, seed=3)
+
+    def killed_after_epoch_2(line):
+        if line.startswith("epoch 2"):
+            raise KeyboardInterrupt  # the process dies after epoch 2
+
+    with pytest.raises(KeyboardInterrupt):
+        mimika.train(first, two_class_set, val, options=TrainOptions(epochs=4, **opts), checkpoint=ckpt,
+                     log=killed_after_epoch_2)
+    del first
+    torch.manual_seed(12345)  # and the new process has other random states
+    np.random.seed(12345)
+    second = create_model("seed", labels=two_class_set.labels, seed=99)
+    hist = mimika.train(second, two_class_set, val, options=TrainOptions(epochs=4, **opts), resume=ckpt,
+                        checkpoint=ckpt, log=quiet)
+    assert [h.epoch for h in hist] == [1, 2, 3, 4]
+    a, b = weights(full), weights(second)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_killed_save_leaves_last_checkpoint_intact(tmp_path, two_class_set, monkeypatch):
+    ckpt = tmp_path / "run.ckpt.npz"
+    model = create_model("seed", labels=two_class_set.labels, seed=0)
+    mimika.train(model, two_class_set, options=TrainOptions(epochs=1, batch_size=16), checkpoint=ckpt, log=quiet)
+    before = ckpt.read_bytes()
+
+    def dies(*a, **k):
+        raise KeyboardInterrupt  # killed in the middle of writing the next checkpoint
+
+    monkeypatch.setattr(np, "savez", dies)
+    with pytest.raises(KeyboardInterrupt):
+        mimika.train(model, two_class_set, options=TrainOptions(epochs=2, batch_size=16), resume=ckpt,
+                     checkpoint=ckpt, log=quiet)
+    assert ckpt.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["run.ckpt.npz"]  # no temp file left
+
+
+def test_resume_refuses_other_data_or_settings(tmp_path, two_class_set):
+    ckpt = tmp_path / "c.npz"
+    m = create_model("seed", labels=two_class_set.labels)
+    mimika.train(m, two_class_set, options=TrainOptions(epochs=1), checkpoint=ckpt, log=quiet)
+    with pytest.raises(MimikaError, match="other training data"):
+        Trainer(create_model("seed", labels=two_class_set.labels), two_class_set.subset(np.arange(10)),
+                log=quiet).restore(ckpt)
+    with pytest.raises(MimikaError, match="other settings"):
+        Trainer(create_model("seed", labels=two_class_set.labels), two_class_set,
+                options=TrainOptions(lr=0.5), log=quiet).restore(ckpt)
+    plain = create_model().save(tmp_path / "plain.npz")
+    with pytest.raises(MimikaError, match="not a training checkpoint"):
+        Trainer(create_model("seed", labels=two_class_set.labels), two_class_set, log=quiet).restore(plain)
+
+
+def test_fine_tune_on_rgb_arrays_of_any_size(astronaut_bgr, astronaut_face, tmp_path):
+    import cv2
+    base = create_model("seed", seed=0)  # 7 CK+ emotions
+    rgb = astronaut_bgr[:, :, ::-1]
+    upright = np.stack([cv2.resize(rgb, (300, 300))] * 6)            # N x H x W x 3 photos
+    faces = np.concatenate([upright, upright[:, ::-1]]).transpose(0, 3, 1, 2)  # N x 3 x H x W
+    codes = np.array([5] * 6 + [7] * 6)
+    before = weights(base)
+    tuned = fine_tune(base, faces, codes, epochs=3, lr=0.01, out=tmp_path / "mine.npz", log=quiet)
+    assert tuned.labels == mimika.CKPLUS_EMOTIONS
+    after = weights(tuned)
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert (tmp_path / "mine.npz").exists()
+    with pytest.raises(MimikaError, match="not a CK\\+ emotion code"):
+        fine_tune(base, faces, np.array([9] * 12), epochs=1, log=quiet)
+    with pytest.raises(MimikaError, match="12 faces but 3 labels"):
+        fine_tune(base, faces, np.array([5, 5, 5]), epochs=1, log=quiet)
+
+
+def test_fine_tune_with_a_new_class_widens_the_head(astronaut_face):
+    faces, codes = two_class_faces(astronaut_face, n=4)
+    codes[:4] = 0  # neutral is not among the seed model's classes
+    model = fine_tune(create_model("seed", seed=0), faces[:, None], codes, epochs=1, crop="whole", log=quiet)
+    assert model.labels[0] == "neutral" and model.net.head.out_features == 8
