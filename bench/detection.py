@@ -2,11 +2,12 @@
 
     python bench/detection.py [--data ../shared/data/facedet] [--repeats 5]
 
-Recall counts the annotated faces (not marked ignore) at least --min-gt pixels on their short
-side; a detection matches a face when each box contains the other's centre (robust to the sets'
+Recall counts the annotated faces (not marked ignore) at least 24, 40 and 48 pixels on their
+short side (each preset is meant for faces from its min_size up); a detection matches a face when each box contains the other's centre (robust to the sets'
 different box styles: FDDB ellipses, VOC head boxes). False detections match no face at all
 (ignored and small faces included). Time: median over repeats of detecting on every photo, and
-on one 640x480 photo (the astronaut, scaled onto a 640x480 canvas).
+on one 640x480 photo (the astronaut, scaled onto a 640x480 canvas). For comparison, the last row
+runs the settings of the `fer` package (OpenCV's cascade, step 1.1, 5 neighbours, faces >= 50 px).
 """
 
 from __future__ import annotations
@@ -72,28 +73,34 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=str(HERE.parents[1] / "shared" / "data" / "facedet"))
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--min-gt", type=int, default=24)
+    ap.add_argument("--min-gt", type=int, nargs="+", default=[24, 40, 48])
     a = ap.parse_args()
     sets = load_sets(Path(a.data))
     photo = photo_640x480()
     n_photos = sum(len(v) for v in sets.values())
-    print(f"{n_photos} photos; recall over faces >= {a.min_gt} px; times are medians of {a.repeats} runs\n")
+    first = a.min_gt[0]
+    print(f"{n_photos} photos; per set: faces >= {first} px found / counted, false detections; "
+          f"times are medians of {a.repeats} runs\n")
     head = f"{'detector':<12}" + "".join(f"{name[:14]:>16}" for name in sets) + \
-        f"{'recall':>8}{'>=48px':>8}{'false':>7}{'ms/photo':>10}{'ms 640x480':>12}{'speed-up':>10}"
+        "".join(f"{'>=' + str(m) + 'px':>8}" for m in a.min_gt) + \
+        f"{'false':>7}{'ms/photo':>10}{'ms 640x480':>12}{'speed-up':>10}"
     print(head)
     base_ms = None
-    for name, det in PRESETS.items():
-        cells, tot_n, tot_hit, tot_fp, big_n, big_hit = [], 0, 0, 0, 0, 0
+    detectors = dict(PRESETS, **{"fer": HaarDetector(1.1, 5, 50)})
+    for name, det in detectors.items():
+        cells, tot_fp = [], 0
+        hits, counts = dict.fromkeys(a.min_gt, 0), dict.fromkeys(a.min_gt, 0)
         for set_name, photos in sets.items():
             n = hit = fp = 0
             for gray, gts in photos:
                 found = det(gray)
-                c, h, f = score(found, gts, a.min_gt)
-                n, hit, fp = n + c, hit + h, fp + f
-                c48, h48, _ = score(found, gts, 48)
-                big_n, big_hit = big_n + c48, big_hit + h48
+                for m in a.min_gt:
+                    c, h, f = score(found, gts, m)
+                    counts[m], hits[m] = counts[m] + c, hits[m] + h
+                    if m == first:
+                        n, hit, fp = n + c, hit + h, fp + f
             cells.append(f"{hit:>3}/{n:<3} fp {fp:<3}")
-            tot_n, tot_hit, tot_fp = tot_n + n, tot_hit + hit, tot_fp + fp
+            tot_fp += fp
         all_ms, one_ms = [], []
         for _ in range(a.repeats):
             t = time.perf_counter()
@@ -108,9 +115,11 @@ def main() -> None:
         ms, one = statistics.median(all_ms), statistics.median(one_ms)
         base_ms = base_ms or one
         print(f"{name:<12}" + "".join(f"{c:>16}" for c in cells) +
-              f"{tot_hit / tot_n:>8.3f}{big_hit / big_n:>8.3f}{tot_fp:>7d}{ms:>10.1f}{one:>12.2f}{base_ms / one:>9.2f}x")
-    print("\npresets (mimika.detection.PRESETS):")
-    for name, det in PRESETS.items():
+              "".join(f"{hits[m] / counts[m]:>8.3f}" for m in a.min_gt) +
+              f"{tot_fp:>7d}{ms:>10.1f}{one:>12.2f}{base_ms / one:>9.2f}x")
+    print("\nfaces counted: " + ", ".join(f">= {m} px: {counts[m]}" for m in a.min_gt))
+    print("presets (mimika.detection.PRESETS; fer: the fer package's settings):")
+    for name, det in detectors.items():
         print(f"  {name:<10} {det}")
 
 

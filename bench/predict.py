@@ -4,8 +4,9 @@
 
 1. whole process `mimika predict photo.jpg` (start, load, detect, classify, print): wall time
    and peak memory (max RSS), default model (ONNX Runtime) vs the same model through PyTorch;
-2. per photo once loaded (detect + classify), default detector vs the baseline detector;
-3. classification alone, a batch of face crops, faces/s, ONNX Runtime vs PyTorch;
+2. per photo once loaded (detect + classify), for each detector preset;
+3. classification alone, a batch of face crops, faces/s: the shipped INT8 file, the same weights
+   exported as float ONNX, and PyTorch (with the model's test-time augmentation, and without);
 4. with --install-size: the size of a fresh virtual environment holding `pip install .`.
 The photo is the bundled astronaut scaled onto a 640x480 canvas: one face.
 """
@@ -66,7 +67,12 @@ def main() -> None:
     photo = photo_640x480()
     photo_path = tmp / "photo.jpg"
     cv2.imwrite(str(photo_path), photo)
-    exe = shutil.which("mimika") or sys.argv[0]
+    exe = Path(sys.executable).with_name("mimika")  # the command of the environment running this bench
+    if not exe.is_file():
+        exe = shutil.which("mimika")
+    if not exe:
+        raise SystemExit("no `mimika` command: pip install -e . first")
+    exe = str(exe)
     print(f"default model: {DEFAULT_MODEL}; photo 640x480, one face; medians of {a.repeats} runs\n")
 
     print("1. whole process: mimika predict photo.jpg")
@@ -80,7 +86,7 @@ def main() -> None:
 
     print("2. per photo once loaded (detect + classify)")
     rec = mimika.Recognizer()
-    for name in ("default", "baseline", "fast"):
+    for name in PRESETS:
         rec.detector = PRESETS[name]
         total = median_time(lambda: rec.get(photo), a.repeats * 3)
         detect = median_time(lambda: rec.detector(photo), a.repeats * 3)
@@ -91,15 +97,31 @@ def main() -> None:
     face = mimika.crop_face(gray, rec.detector(gray)[0], rec.model.config.crop)
     crops = np.repeat(face[None], a.batch, axis=0)
 
-    print(f"\n3. classification alone, batches of {a.batch} face crops")
-    onnx_s = median_time(lambda: rec.model.predict_proba(crops), a.repeats)
-    print(f"   ONNX Runtime {a.batch / onnx_s:9.0f} faces/s")
+    print(f"\n3. classification alone, batches of {a.batch} face crops (model {DEFAULT_MODEL}, "
+          f"test-time augmentation {rec.model.config.tta or 'none'})")
+    backends = [("ONNX Runtime, shipped file", rec.model)]
     try:
+        from mimika.export import export_onnx
         torch_model = mimika.Model.load(files[".npz"])
-        torch_s = median_time(lambda: torch_model.predict_proba(crops), a.repeats)
-        print(f"   PyTorch      {a.batch / torch_s:9.0f} faces/s   (ONNX/PyTorch {torch_s / onnx_s:.2f}x)")
+        backends += [("ONNX Runtime, float export", mimika.OnnxModel(export_onnx(torch_model, tmp / "float.onnx"))),
+                     ("PyTorch", torch_model)]
     except ImportError:
-        print("   PyTorch not installed")
+        print("   (PyTorch not installed: shipped file only)")
+    precision = rec.model.config.info.get("onnx", {}).get("precision", "float")
+    rates = {}
+    for label, model in backends:
+        tta = model.config.tta
+        row = []
+        for mode in (tta, ""):
+            model.config.tta = mode
+            row.append(a.batch / median_time(lambda: model.predict_proba(crops), a.repeats))
+        model.config.tta = tta
+        rates[label] = row[0]
+        print(f"   {label:<28} {row[0]:7.0f} faces/s   (without test-time augmentation {row[1]:6.0f})"
+              + (f"  [{precision}]" if label.endswith("shipped file") else ""))
+    first = rates["ONNX Runtime, shipped file"]
+    for label, r in list(rates.items())[1:]:
+        print(f"   shipped file / {label}: {first / r:.2f}x")
 
     if a.install_size:
         print("\n4. installed size for prediction (fresh virtual environment, pip install .)")

@@ -15,8 +15,12 @@ from .errors import MimikaError
 
 def _detector_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("face detection (OpenCV Haar cascade)")
-    g.add_argument("--detector", default="default", help="preset: default, fast (faces >= 48 px), baseline")
-    g.add_argument("--scale-factor", type=float, help="image pyramid step (preset: 1.1)")
+    g.add_argument("--detector", default="default", choices=["default", "thorough", "fast", "baseline"],
+                   help="preset: default (faces >= 40 px), thorough (>= 30 px: group photos, slower), "
+                   "fast (>= 48 px), baseline (the thesis' OpenCV defaults)")
+    g.add_argument("--cascade", help="cascade XML: a file OpenCV ships (e.g. haarcascade_frontalface_alt.xml) "
+                   "or a path")
+    g.add_argument("--scale-factor", type=float, help="image pyramid step")
     g.add_argument("--min-neighbors", type=int, help="detections needed to keep a face")
     g.add_argument("--min-face", type=int, help="smallest face side in pixels")
     g.add_argument("--downscale", type=float, help="detect on the image shrunk by this factor")
@@ -25,7 +29,7 @@ def _detector_args(p: argparse.ArgumentParser) -> None:
 def _detector(args):
     from .detection import get_detector
     return get_detector(args.detector, scale_factor=args.scale_factor, min_neighbors=args.min_neighbors,
-                        min_size=args.min_face, downscale=args.downscale)
+                        min_size=args.min_face, downscale=args.downscale, cascade=args.cascade)
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
@@ -123,6 +127,11 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("out", help="ONNX file to write")
     x.add_argument("--float32", action="store_true", help="keep every weight float32 (default: float16 "
                    "where that is exact)")
+    x.add_argument("--int8", action="store_true", help="quantize to INT8 (about 3x faster on CPU; "
+                   "measure its accuracy again); needs --calibration")
+    x.add_argument("--calibration", metavar="DATA", help="labelled faces to calibrate INT8 ranges on (any "
+                   "--data format; its Training split when it has one)")
+    x.add_argument("--calibration-faces", type=int, default=1024, help="faces drawn from DATA (seed 0)")
     return parser
 
 
@@ -361,7 +370,8 @@ def cmd_models(args) -> int:
     for name in sorted(shipped_models()):
         m = load_predictor(name)
         flag = " (default)" if name == DEFAULT_MODEL else ""
-        print(f"{name}{flag}: {m.config.arch}, {m.config.crop.width}x{m.config.crop.height}, "
+        precision = m.config.info.get("onnx", {}).get("precision", "float")
+        print(f"{name}{flag}: {m.config.arch}, {m.config.crop.width}x{m.config.crop.height}, {precision}, "
               f"labels {', '.join(m.labels)}")
     return 0
 
@@ -389,8 +399,25 @@ def cmd_configure(args) -> int:
 def cmd_export(args) -> int:
     from .export import export_onnx
     from .model import Model
-    out = export_onnx(Model.load(args.model), args.out, half=not args.float32)
-    print(f"wrote {out}")
+    model = Model.load(args.model)
+    if not args.int8:
+        if args.calibration:
+            raise MimikaError("--calibration is for --int8 exports")
+        print(f"wrote {export_onnx(model, args.out, half=not args.float32)}")
+        return 0
+    if not args.calibration:
+        raise MimikaError("--int8 needs --calibration DATA (a few hundred real faces, e.g. the training set)")
+    from .datasets import load_dataset
+    data = load_dataset(args.calibration, model.config.crop, log=_log)
+    split = "Training" if data.splits is not None and "Training" in set(data.splits) else ""
+    if split:
+        data = data.split(split)
+    n = min(args.calibration_faces, len(data))
+    import numpy as np
+    idx = np.sort(np.random.default_rng(0).choice(len(data), n, replace=False))
+    source = f"{Path(args.calibration).name}{' ' + split if split else ''}, {n} faces drawn with seed 0"
+    out = export_onnx(model, args.out, quantize=True, calibration=data.faces[idx], calibration_source=source)
+    print(f"wrote {out} (INT8, calibrated on {source})")
     return 0
 
 

@@ -56,12 +56,16 @@ class ModelConfig:
             return np.zeros((0, len(self.labels)))
         if self.tta not in ("", "flip"):
             raise MimikaError(f"unknown test-time augmentation {self.tta!r}")
-        p = _softmax(np.concatenate([logits(self.normalize(crops[i:i + batch_size]))
-                                     for i in range(0, len(crops), batch_size)]))
-        if self.tta == "flip":
-            mirrored = np.ascontiguousarray(crops[:, :, ::-1])
-            p = (p + _softmax(np.concatenate([logits(self.normalize(mirrored[i:i + batch_size]))
-                                              for i in range(0, len(crops), batch_size)]))) / 2
+        views = 2 if self.tta == "flip" else 1
+        step = max(1, batch_size // views)
+        parts = []
+        for i in range(0, len(crops), step):
+            chunk = crops[i:i + step]
+            if views == 2:  # the faces and their mirror images in one run: one call's overhead, not two
+                chunk = np.concatenate([chunk, chunk[:, :, ::-1]])
+            p = _softmax(logits(self.normalize(chunk)))
+            parts.append(p if views == 1 else (p[:len(p) // 2] + p[len(p) // 2:]) / 2)
+        p = np.concatenate(parts)
         return p / p.sum(axis=1, keepdims=True)
 
 

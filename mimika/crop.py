@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
-from .detection import PRESETS, Box, HaarDetector, largest
+from .detection import DATASET_DETECTOR, PRESETS, Box, HaarDetector, largest
 
 
 @dataclass(frozen=True)
@@ -54,5 +54,5 @@ def single_face(gray: np.ndarray, spec: CropSpec, crop: str, detector: HaarDetec
     and falls back to the whole image when none is found. Returns the crop and whether a face
     was detected.
     """
-    box = largest((detector or PRESETS["default"])(gray)) if crop == "detect" else None
+    box = largest((detector or PRESETS[DATASET_DETECTOR])(gray)) if crop == "detect" else None
     return crop_face(gray, box or whole_image_box(gray), spec), box is not None

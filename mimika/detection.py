@@ -21,7 +21,10 @@ Box = tuple[int, int, int, int]  # x, y, width, height in pixels
 def _cascade(path: str) -> cv2.CascadeClassifier:
     if not Path(path).is_file():
         raise MimikaError(f"{path}: no such cascade file")
-    cascade = cv2.CascadeClassifier(path)
+    try:
+        cascade = cv2.CascadeClassifier(path)
+    except (cv2.error, SystemError):  # OpenCV raises on some malformed XML instead of returning empty
+        raise MimikaError(f"{path}: not an OpenCV cascade file") from None
     if cascade.empty():
         raise MimikaError(f"{path}: not an OpenCV cascade file")
     return cascade
@@ -32,6 +35,21 @@ def haar_cascade_path(name: str = "haarcascade_frontalface_default.xml") -> str:
     return str(Path(cv2.data.haarcascades) / name)
 
 
+def cascade_file(cascade: str) -> str:
+    """A cascade setting as a file path: empty = OpenCV's frontal-face default, a bare file name =
+    one of the XML files opencv-python ships, anything else = the user's own file."""
+    if not cascade:
+        return haar_cascade_path()
+    if Path(cascade).parent == Path(".") and not Path(cascade).exists():
+        shipped = haar_cascade_path(cascade)
+        if not Path(shipped).is_file():
+            names = sorted(p.name for p in Path(cv2.data.haarcascades).glob("haarcascade_frontalface*.xml"))
+            raise MimikaError(f"{cascade}: no such cascade file, nor one OpenCV ships (its face cascades: "
+                              f"{', '.join(names)})")
+        return shipped
+    return cascade
+
+
 @dataclass
 class HaarDetector:
     """Viola-Jones face detector; the parameters are those of `detectMultiScale`."""
@@ -40,22 +58,22 @@ class HaarDetector:
     min_neighbors: int = 5
     min_size: int = 30
     max_size: int | None = None
-    cascade: str = ""  # empty: OpenCV's haarcascade_frontalface_default.xml
+    cascade: str = ""  # empty: OpenCV's haarcascade_frontalface_default.xml; a bare name: an XML it ships
     downscale: float = 1.0  # detect on the image shrunk by this factor (min_size shrinks with it)
     verify: int = 0  # if > 0: keep a box only if the cascade finds it again, at full resolution
     #                  in the box's neighbourhood and near its size, with this many neighbours
-
+    trust: int = 0  # if > 0: a candidate backed by this many raw detections skips that second look
 
     def __call__(self, gray: np.ndarray) -> list[Box]:
         """Boxes of all faces found, left to right, in the image's own coordinates."""
-        cascade = _cascade(self.cascade or haar_cascade_path())
+        cascade = _cascade(cascade_file(self.cascade))
         f = max(1.0, float(self.downscale))
         img = gray
         if f > 1:
             img = cv2.resize(gray, (max(1, round(gray.shape[1] / f)), max(1, round(gray.shape[0] / f))),
                              interpolation=cv2.INTER_AREA)
         side = lambda v: max(1, round(v / f))
-        found = cascade.detectMultiScale(
+        found, votes = cascade.detectMultiScale2(
             img,
             scaleFactor=self.scale_factor,
             minNeighbors=self.min_neighbors,
@@ -64,7 +82,8 @@ class HaarDetector:
         )
         boxes = [tuple(int(round(v * f)) for v in b) for b in np.asarray(found).reshape(-1, 4)]
         if self.verify:
-            boxes = [b for b in boxes if self._confirmed(cascade, gray, b)]
+            trusted = [bool(self.trust) and n >= self.trust for n in np.asarray(votes).reshape(-1)]
+            boxes = [b for b, t in zip(boxes, trusted) if t or self._confirmed(cascade, gray, b)]
         return sorted(boxes, key=lambda b: (b[0], b[1]))
 
     def _confirmed(self, cascade: cv2.CascadeClassifier, gray: np.ndarray, box: Box) -> bool:
@@ -84,17 +103,27 @@ class HaarDetector:
         return len(found) > 0
 
 
+ALT2 = "haarcascade_frontalface_alt2.xml"
+
 #: Named settings, compared by bench/detection.py (recall, false detections, speed) on
-#: ../shared/data/facedet. "default": faces from 30 px, found on the image shrunk by 1.25 with a
-#: coarser pyramid (step 1.2) and a permissive vote, each candidate then confirmed by a second look
-#: at full resolution: more faces than the baseline, a third of its false detections, in about
-#: half the time. "fast": faces from 48 px (portraits, webcam frames) on the image shrunk by 2,
-#: several times faster than the baseline, with a few of the faces it finds lost (see the bench).
+#: ../shared/data/facedet. All frame a face alike (scripts/calibrate_margin.py --detector ...: median
+#: box sides within 1% of each other on FER faces), so a model's crop margin suits each of them.
+#: "default": faces from 40 px (the size below which expression accuracy starts to fall, see the
+#: README), OpenCV's alt2 cascade (20 px window) on the image shrunk by 2, a coarse pyramid and a
+#: permissive vote, each candidate confirmed by a second look at full resolution unless 8 or more
+#: raw detections back it (no change in recall or false detections on facedet for 4 to 10): on faces of
+#: 40 px and more it finds as many as the baseline with a tenth of its false detections, about
+#: five times faster. "thorough": faces from 30 px (group photos, and the face crops of training
+#: sets); "fast": faces from 48 px (portraits, webcam frames).
 PRESETS: dict[str, HaarDetector] = {
     "baseline": HaarDetector(1.1, 5, 30),
-    "default": HaarDetector(1.2, 2, 30, downscale=1.25, verify=3),
-    "fast": HaarDetector(1.3, 2, 48, downscale=2.0, verify=3),
+    "default": HaarDetector(1.3, 1, 40, cascade=ALT2, downscale=2.0, verify=2, trust=8),
+    "thorough": HaarDetector(1.2, 2, 30, downscale=1.25, verify=3),
+    "fast": HaarDetector(1.25, 1, 48, cascade=ALT2, downscale=2.4, verify=2, trust=8),
 }
+#: the detector that crops the faces of training and evaluation sets: the most thorough one, and
+#: fixed, so that a dataset's crops (and the figures measured on them) do not move with the default
+DATASET_DETECTOR = "thorough"
 
 
 def get_detector(name: str = "default", **overrides) -> HaarDetector:
@@ -102,7 +131,9 @@ def get_detector(name: str = "default", **overrides) -> HaarDetector:
     from dataclasses import replace
     if name not in PRESETS:
         raise MimikaError(f"unknown detector {name!r}; presets: {', '.join(PRESETS)}")
-    return replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
+    detector = replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
+    _cascade(cascade_file(detector.cascade))  # a bad cascade setting fails here, not on every image
+    return detector
 
 
 def detect_faces(gray: np.ndarray, detector: HaarDetector | None = None) -> list[Box]:

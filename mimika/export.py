@@ -3,6 +3,11 @@
 The ONNX file carries the model config as metadata; float16 weights are stored as float16
 initializers followed by Cast nodes, so the export is as small as the `.npz` and computes
 exactly what the PyTorch model loaded from that `.npz` computes.
+
+`quantize=True` writes an INT8 model instead (ONNX Runtime static quantization: int8 weights per
+channel, uint8 activations whose ranges are calibrated on real faces): about 3x faster on CPUs
+with VNNI and half the size, at the price of probabilities that differ slightly from PyTorch's;
+its accuracy must be measured again (`mimika evaluate`), and the file records how it was made.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import MimikaError
 from .fileio import write_bytes
 from .model import Model
 from .runtime import METADATA_KEY
@@ -23,10 +29,28 @@ from .runtime import METADATA_KEY
 OPSET = 17
 
 
-def export_onnx(model: Model, path: str | os.PathLike, half: bool = True) -> Path:
-    """Write `model` as ONNX (batch size free) with its config inside; atomically."""
+def export_onnx(model: Model, path: str | os.PathLike, half: bool = True, quantize: bool = False,
+                calibration: np.ndarray | None = None, calibration_source: str = "") -> Path:
+    """Write `model` as ONNX (batch size free) with its config inside; atomically.
+
+    quantize: INT8, with activation ranges calibrated on `calibration` (uint8 face crops N x H x W
+    of the model's input size, a few hundred real faces from the training data)."""
+    if quantize:
+        if calibration is None or len(calibration) == 0:
+            raise MimikaError("INT8 export needs calibration faces (--calibration DATA)")
+        config = model.config.to_dict()
+        config["info"] = dict(config["info"], onnx={
+            "precision": "int8", "calibration": calibration_source, "calibration_faces": int(len(calibration))})
+        return _finish(_quantized(model, calibration), config, path)
+    proto = _exported(model)
+    if half:
+        _store_half(proto)
+    return _finish(proto, model.config.to_dict(), path)
+
+
+def _exported(model: Model):
+    """The network as an ONNX graph, float32, batch size free."""
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
 
     net = model.net.eval()
     c = model.config.crop
@@ -37,28 +61,65 @@ def export_onnx(model: Model, path: str | os.PathLike, half: bool = True) -> Pat
                           input_names=["faces"], output_names=["logits"],
                           dynamic_axes={"faces": {0: "n"}, "logits": {0: "n"}},
                           do_constant_folding=False)  # keeps BN apart: fp16-exact weights; ORT fuses it
-    proto = onnx.load_from_string(buf.getvalue())
-    if half:
-        graph = proto.graph
-        casts, keep = [], []
-        for init in graph.initializer:
-            arr = numpy_helper.to_array(init)
-            if init.data_type == TensorProto.FLOAT and arr.size > 16:
-                half_arr = arr.astype(np.float16)
-                if not np.array_equal(half_arr.astype(np.float32), arr):
-                    keep.append(init)  # not float16-exact: stays float32 so outputs match
-                    continue
-                keep.append(numpy_helper.from_array(half_arr, init.name + "__fp16"))
-                casts.append(helper.make_node("Cast", [init.name + "__fp16"], [init.name], to=TensorProto.FLOAT))
-            else:
-                keep.append(init)
-        del graph.initializer[:]
-        graph.initializer.extend(keep)
-        nodes = list(graph.node)
-        del graph.node[:]
-        graph.node.extend(casts + nodes)
+    return onnx.load_from_string(buf.getvalue())
+
+
+def _store_half(proto) -> None:
+    """Float32 weights that float16 holds exactly become float16 initializers plus a Cast."""
+    from onnx import TensorProto, helper, numpy_helper
+    graph = proto.graph
+    casts, keep = [], []
+    for init in graph.initializer:
+        arr = numpy_helper.to_array(init)
+        if init.data_type == TensorProto.FLOAT and arr.size > 16:
+            half_arr = arr.astype(np.float16)
+            if not np.array_equal(half_arr.astype(np.float32), arr):
+                keep.append(init)  # not float16-exact: stays float32 so outputs match
+                continue
+            keep.append(numpy_helper.from_array(half_arr, init.name + "__fp16"))
+            casts.append(helper.make_node("Cast", [init.name + "__fp16"], [init.name], to=TensorProto.FLOAT))
+        else:
+            keep.append(init)
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    nodes = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(casts + nodes)
+
+
+def _quantized(model: Model, calibration: np.ndarray):
+    """INT8 graph by ONNX Runtime's static quantizer (QDQ format, per-channel weights)."""
+    import tempfile
+
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    faces = np.asarray(calibration)
+    if model.config.tta == "flip":  # calibrate on what the network will see: faces and their mirror images
+        faces = np.concatenate([faces, faces[:, :, ::-1]])
+    batches = [{"faces": model.config.normalize(faces[i:i + 64])} for i in range(0, len(faces), 64)]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter(batches)
+
+        def get_next(self):
+            return next(self.it, None)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32, pre, out = (os.path.join(tmp, n) for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))
+        onnx.save(_exported(model), fp32)
+        quant_pre_process(fp32, pre)  # shape inference and BN folding, so convolutions quantize whole
+        quantize_static(pre, out, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        return onnx.load(out)
+
+
+def _finish(proto, config: dict, path: str | os.PathLike) -> Path:
+    import onnx
     meta = proto.metadata_props.add()
-    meta.key, meta.value = METADATA_KEY, json.dumps(model.config.to_dict())
+    meta.key, meta.value = METADATA_KEY, json.dumps(config)
     proto.producer_name = "mimika"
     onnx.checker.check_model(proto)
     return write_bytes(path, proto.SerializeToString())

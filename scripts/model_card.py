@@ -29,10 +29,15 @@ def main() -> None:
     model = Model.load(path)
     info = model.config.info
     eval_cmd = ["mimika", "evaluate", "--model", a.name, "--data", a.data, "--split", a.split]
-    rep = json.loads(subprocess.run([sys.executable, "-m", "mimika.cli", *eval_cmd[1:], "--json"],
-                                    check=True, capture_output=True, text=True).stdout)
-    table = subprocess.run([sys.executable, "-m", "mimika.cli", *eval_cmd[1:]],
-                           check=True, capture_output=True, text=True).stdout
+    rep, table = evaluate(eval_cmd)
+    onnx_info = {}
+    if onnx_path.exists():
+        from mimika.runtime import OnnxModel
+        onnx_info = OnnxModel(onnx_path).config.info.get("onnx", {})
+    int8 = onnx_info.get("precision") == "int8"
+    shown_npz = f"mimika/models/{path.name}"
+    float_cmd = ["mimika", "evaluate", "--model", shown_npz, "--data", a.data, "--split", a.split]
+    float_rep = evaluate([*float_cmd[:3], str(path), *float_cmd[4:]])[0] if int8 else None
     hist = json.loads(path.with_suffix(".history.json").read_text()) if path.with_suffix(".history.json").exists() else []
     split = info.get("split", {})
     train_s = info.get("training", {}).get("seconds_this_session")
@@ -47,8 +52,10 @@ def main() -> None:
         f"- **Epochs:** {info.get('training', {}).get('epochs')}",
         f"- **Training wall time on the 2-core development machine:** {train_s} s",
         f"- **Files:** `{path.name}` ({path.stat().st_size / 1e6:.1f} MB, float16 weights, no pickle: training "
-        f"and fine-tuning)" + (f", `{onnx_path.name}` ({onnx_path.stat().st_size / 1e6:.1f} MB: prediction with ONNX "
-                               f"Runtime, written by `mimika export {path.name} {onnx_path.name}`)"
+        f"and fine-tuning)" + (f", `{onnx_path.name}` ({onnx_path.stat().st_size / 1e6:.1f} MB, "
+                               f"{'INT8' if int8 else 'float'}: prediction with ONNX Runtime"
+                               + (f", calibrated on {onnx_info.get('calibration')}" if int8 else
+                                  f", written by `mimika export {path.name} {onnx_path.name}`") + ")"
                                if onnx_path.exists() else ""),
         f"- **Test-time augmentation:** {model.config.tta or 'none'}",
     ]
@@ -63,16 +70,32 @@ def main() -> None:
                      f"{hist[-1]['val_accuracy']:.4f}")
     if info.get("init"):
         lines.append(f"- **Initialized from:** {info['init']}")
-    lines += ["", "## Metrics", "", f"Reproduce: `{' '.join(eval_cmd)}`", "",
-              f"| n | accuracy | balanced accuracy |", "|---|---|---|",
-              f"| {rep['n']} | {rep['accuracy']:.4f} | {rep['balanced_accuracy']:.4f} |", "",
-              "```", table.rstrip(), "```", ""]
+    lines += ["", "## Metrics", ""]
+    if int8:
+        lines += ["| weights | n | accuracy | balanced accuracy | command |", "|---|---|---|---|---|",
+                  f"| `{onnx_path.name}`, INT8 (what `mimika predict` and `evaluate` use) | {rep['n']} | "
+                  f"{rep['accuracy']:.4f} | {rep['balanced_accuracy']:.4f} | `{' '.join(eval_cmd)}` |",
+                  f"| `{path.name}`, float16 weights through PyTorch | {float_rep['n']} | {float_rep['accuracy']:.4f} | "
+                  f"{float_rep['balanced_accuracy']:.4f} | `{' '.join(float_cmd)}` |", "",
+                  f"Per class, `{onnx_path.name}`:", ""]
+    else:
+        lines += [f"Reproduce: `{' '.join(eval_cmd)}`", "",
+                  f"| n | accuracy | balanced accuracy |", "|---|---|---|",
+                  f"| {rep['n']} | {rep['accuracy']:.4f} | {rep['balanced_accuracy']:.4f} |", ""]
+    lines += ["```", table.rstrip(), "```", ""]
     if a.notes:
         lines += [Path(a.notes).read_text().rstrip(), ""]
     lines.append(f"Card written by `python scripts/model_card.py {shlex.join(sys.argv[1:])}`.")
     out = path.with_suffix(".md")
     out.write_text("\n".join(lines) + "\n")
     print(f"wrote {out}")
+
+
+def evaluate(cmd: list[str]) -> tuple[dict, str]:
+    """The JSON report and the printed table of one `mimika evaluate` command."""
+    run = lambda extra: subprocess.run([sys.executable, "-m", "mimika.cli", *cmd[1:], *extra],
+                                       check=True, capture_output=True, text=True).stdout
+    return json.loads(run(["--json"])), run([])
 
 
 if __name__ == "__main__":

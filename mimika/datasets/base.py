@@ -109,7 +109,7 @@ def load_dataset(path: str | os.PathLike, spec: CropSpec, crop: str = "auto",
     crop: "detect" finds the face in each image, "whole" takes the image as the face, "auto"
     detects on CK+ and takes pre-cropped sets whole. Prepared faces are cached on disk.
     """
-    from ..detection import PRESETS
+    from ..detection import DATASET_DETECTOR, PRESETS
     from .cache import cached, files_signature
     from .ckplus import is_ckplus_root, load_ckplus
     from .fer2013 import is_ferplus_csv, load_fer2013, load_ferplus
@@ -118,7 +118,7 @@ def load_dataset(path: str | os.PathLike, spec: CropSpec, crop: str = "auto",
     p = Path(path)
     if not p.exists():
         raise MimikaError(f"{p}: no such file or folder")
-    detector = detector or PRESETS["default"]
+    detector = detector or PRESETS[DATASET_DETECTOR]
     if p.is_file() and p.name.lower().endswith((".csv", ".csv.gz")):
         ferplus = is_ferplus_csv(p)
         files = [p] + ([_fer_pixels(p)] if ferplus else [])
@@ -184,13 +184,13 @@ def crop_files(files: list[Path], spec: CropSpec, crop: str, desc: str, detector
     """Read each file and cut its one face. Returns crops, the indices of files that gave one,
     the files skipped (unreadable) with the reason, and a note on faces not detected."""
     from ..crop import single_face
-    from ..detection import PRESETS
+    from ..detection import DATASET_DETECTOR, PRESETS
     from ..images import load_gray
     from ..progress import progress
 
     if crop not in ("detect", "whole"):
         raise MimikaError(f"crop must be 'detect' or 'whole', got {crop!r}")
-    detector = detector or PRESETS["default"]
+    detector = detector or PRESETS[DATASET_DETECTOR]
     crops, ok, skipped, undetected = [], [], [], []
     for i, f in enumerate(progress(files, desc, total=len(files), unit="img")):
         try:

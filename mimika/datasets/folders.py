@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..crop import CropSpec, single_face
-from ..detection import PRESETS
+from ..detection import DATASET_DETECTOR, PRESETS
 from ..errors import MimikaError
 from ..images import list_images, to_gray
 from ..labels import CKPLUS_EMOTIONS, canonical_label, code_to_label
@@ -63,7 +63,7 @@ def faces_from_arrays(images: np.ndarray, codes, spec: CropSpec, crop: str = "de
     if len(images) == 0:
         raise MimikaError("no faces given")
     names = [code_to_label(c, f"label {i}") for i, c in enumerate(codes)]
-    detector = PRESETS["default"]
+    detector = PRESETS[DATASET_DETECTOR]
     crops, undetected = [], 0
     for i, img in enumerate(images):
         gray = to_gray(np.moveaxis(img, 0, -1), order="rgb", where=f"face {i}")
