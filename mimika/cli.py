@@ -371,7 +371,8 @@ def cmd_models(args) -> int:
         m = load_predictor(name)
         flag = " (default)" if name == DEFAULT_MODEL else ""
         precision = m.config.info.get("onnx", {}).get("precision", "float")
-        print(f"{name}{flag}: {m.config.arch}, {m.config.crop.width}x{m.config.crop.height}, {precision}, "
+        variant = f" ({name.split('.')[0]}'s weights, exact)" if "." in name else ""
+        print(f"{name}{flag}: {m.config.arch}, {m.config.crop.width}x{m.config.crop.height}, {precision}{variant}, "
               f"labels {', '.join(m.labels)}")
     return 0
 

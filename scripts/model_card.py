@@ -35,9 +35,9 @@ def main() -> None:
         from mimika.runtime import OnnxModel
         onnx_info = OnnxModel(onnx_path).config.info.get("onnx", {})
     int8 = onnx_info.get("precision") == "int8"
-    shown_npz = f"mimika/models/{path.name}"
-    float_cmd = ["mimika", "evaluate", "--model", shown_npz, "--data", a.data, "--split", a.split]
-    float_rep = evaluate([*float_cmd[:3], str(path), *float_cmd[4:]])[0] if int8 else None
+    float_path = path.with_suffix(".float.onnx")  # the exact float version shipped beside an INT8 file
+    float_cmd = ["mimika", "evaluate", "--model", f"{a.name}.float", "--data", a.data, "--split", a.split]
+    float_rep = evaluate(float_cmd)[0] if int8 else None
     hist = json.loads(path.with_suffix(".history.json").read_text()) if path.with_suffix(".history.json").exists() else []
     split = info.get("split", {})
     train_s = info.get("training", {}).get("seconds_this_session")
@@ -56,7 +56,9 @@ def main() -> None:
                                f"{'INT8' if int8 else 'float'}: prediction with ONNX Runtime"
                                + (f", calibrated on {onnx_info.get('calibration')}" if int8 else
                                   f", written by `mimika export {path.name} {onnx_path.name}`") + ")"
-                               if onnx_path.exists() else ""),
+                               if onnx_path.exists() else "")
+        + (f", `{float_path.name}` ({float_path.stat().st_size / 1e6:.1f} MB: the same weights as float "
+           f"ONNX, outputs equal to PyTorch's; `--model {a.name}.float`)" if float_path.exists() else ""),
         f"- **Test-time augmentation:** {model.config.tta or 'none'}",
     ]
     if split.get("val", "").lower() == "publictest":
@@ -75,7 +77,7 @@ def main() -> None:
         lines += ["| weights | n | accuracy | balanced accuracy | command |", "|---|---|---|---|---|",
                   f"| `{onnx_path.name}`, INT8 (what `mimika predict` and `evaluate` use) | {rep['n']} | "
                   f"{rep['accuracy']:.4f} | {rep['balanced_accuracy']:.4f} | `{' '.join(eval_cmd)}` |",
-                  f"| `{path.name}`, float16 weights through PyTorch | {float_rep['n']} | {float_rep['accuracy']:.4f} | "
+                  f"| `{float_path.name}`, float (= `{path.name}` through PyTorch) | {float_rep['n']} | {float_rep['accuracy']:.4f} | "
                   f"{float_rep['balanced_accuracy']:.4f} | `{' '.join(float_cmd)}` |", "",
                   f"Per class, `{onnx_path.name}`:", ""]
     else:

@@ -14,7 +14,8 @@ case "${1:-}" in
       --out runs/ferplus/ferplus.npz --checkpoint runs/ferplus/ferplus.ckpt.npz
     cp runs/ferplus/ferplus.npz runs/ferplus/ferplus.history.json runs/ferplus/ferplus.history.png $M/
     mimika configure $M/ferplus.npz --tta flip
-    mimika export $M/ferplus.npz $M/ferplus.onnx --int8 --calibration $D/fer2013/fer2013new.csv ;;
+    mimika export $M/ferplus.npz $M/ferplus.onnx --int8 --calibration $D/fer2013/fer2013new.csv
+    mimika export $M/ferplus.npz $M/ferplus.float.onnx ;;
   fer2013)
     mimika train --data $D/fer2013/fer2013.csv.gz --init $M/ferplus.npz --epochs 6 --batch-size 64 --lr 0.01 \
       --schedule cosine --augment --weight-decay 5e-4 --keep-best --half --out runs/fer2013/fer2013.npz \
@@ -24,6 +25,7 @@ case "${1:-}" in
       --checkpoint runs/fer2013b/fer2013.ckpt.npz
     cp runs/fer2013b/fer2013.npz runs/fer2013b/fer2013.history.json runs/fer2013b/fer2013.history.png $M/
     mimika configure $M/fer2013.npz --tta flip
-    mimika export $M/fer2013.npz $M/fer2013.onnx --int8 --calibration $D/fer2013/fer2013.csv.gz ;;
+    mimika export $M/fer2013.npz $M/fer2013.onnx --int8 --calibration $D/fer2013/fer2013.csv.gz
+    mimika export $M/fer2013.npz $M/fer2013.float.onnx ;;
   *) echo "usage: bash scripts/retrain.sh seed|ferplus|fer2013" >&2; exit 2 ;;
 esac

@@ -28,11 +28,12 @@ def _probe_crops(face, c, n_random: int = 30):
 
 @pytest.mark.parametrize("name", sorted(shipped_models()))
 def test_export_of_each_shipped_model_matches_pytorch(name, astronaut_face, tmp_path):
-    """The export path is exact: a float export computes what PyTorch computes (1e-5); so is each
-    shipped float file itself."""
+    """The export path is exact: a float export computes what PyTorch computes (1e-5); so does each
+    shipped float file (NAME.onnx, or NAME.float.onnx beside an INT8 NAME.onnx)."""
     files = shipped_models()[name]
-    assert set(files) == {".npz", ".onnx"}
-    torch_model = Model.load(files[".npz"])
+    base = name.split(".")[0]  # "ferplus.float": the float version of ferplus's weights
+    assert set(files) == ({".npz", ".onnx"} if base == name else {".onnx"})
+    torch_model = Model.load(shipped_models()[base][".npz"])
     crops = _probe_crops(astronaut_face, torch_model.config.crop)
     a = torch_model.predict_proba(crops)
     shipped = OnnxModel(files[".onnx"])
@@ -44,6 +45,12 @@ def test_export_of_each_shipped_model_matches_pytorch(name, astronaut_face, tmp_
         b = onnx_model.predict_proba(crops)
         assert np.abs(a - b).max() < 1e-5
         assert (a.argmax(1) == b.argmax(1)).all()
+
+
+def test_each_int8_model_ships_with_its_float_version():
+    for name, files in shipped_models().items():
+        if _int8(OnnxModel(files[".onnx"])):
+            assert f"{name}.float" in shipped_models()
 
 
 @pytest.mark.parametrize("name", sorted(n for n, f in shipped_models().items() if _int8(OnnxModel(f[".onnx"]))))
