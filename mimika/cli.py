@@ -26,6 +26,16 @@ def _detector_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--downscale", type=float, help="detect on the image shrunk by this factor")
 
 
+def _tta_arg(p: argparse.ArgumentParser, note: str = "") -> None:
+    p.add_argument("--tta", choices=["model", "none", "flip"], default="model",
+                   help=f"test-time augmentation (default: what the model file says){note}")
+
+
+def _apply_tta(model, args) -> None:
+    if args.tta != "model":
+        model.config.tta = "" if args.tta == "none" else args.tta
+
+
 def _detector(args):
     from .detection import get_detector
     return get_detector(args.detector, scale_factor=args.scale_factor, min_neighbors=args.min_neighbors,
@@ -69,6 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--csv", action="store_true", help="print CSV: one row per face (file, box, label, scores)")
     p.add_argument("--annotate", metavar="DIR", help="write a copy of each image with boxes and labels to DIR")
+    _tta_arg(p, " (none: twice the faces per second)")
     _detector_args(p)
 
     t = sub.add_parser("train", help="train a model on a labelled face set")
@@ -110,8 +121,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="all; heldout (the subjects the model's training held out, recorded in the model); "
                         "or a dataset split: Training, PublicTest, PrivateTest")
     e.add_argument("--crop", choices=["auto", "detect", "whole"], default="auto")
-    e.add_argument("--tta", choices=["model", "none", "flip"], default="model",
-                   help="test-time augmentation (default: what the model file says)")
+    _tta_arg(e)
     e.add_argument("--json", action="store_true")
     e.add_argument("--confusion", metavar="PNG", help="write the confusion matrix as a PNG")
 
@@ -143,6 +153,7 @@ def cmd_predict(args) -> int:
     from .recognition import Recognizer, expand_inputs
 
     recognizer = Recognizer(args.model, _detector(args))
+    _apply_tta(recognizer.model, args)
     files = expand_inputs(args.images)
     if not files:
         raise MimikaError(f"{' '.join(args.images)}: no images found")
@@ -344,8 +355,7 @@ def cmd_evaluate(args) -> int:
 
     set_quiet(args.json)
     model = load_predictor(args.model)
-    if args.tta != "model":
-        model.config.tta = "" if args.tta == "none" else args.tta
+    _apply_tta(model, args)
     data = _load_data(args, model.config.crop)
     if args.split == "heldout":
         held = model.config.info.get("split", {}).get("val_subjects")

@@ -48,6 +48,10 @@ def test_cli_json(astronaut_path, tmp_path, capsys):
     assert len(face["box"]) == 4 and face["label"] == max(face["scores"], key=face["scores"].get)
     assert abs(sum(face["scores"].values()) - 1) < 1e-6
     assert out[1]["faces"] == []
+    assert main(["predict", str(astronaut_path), "--json", "--tta", "none"]) == 0  # one pass, not two
+    single, = json.loads(capsys.readouterr().out)[0]["faces"]
+    assert single["label"] == face["label"] and single["scores"] != face["scores"]
+    assert abs(sum(single["scores"].values()) - 1) < 1e-6
 
 
 def test_cli_table_and_annotated_copy(astronaut_path, tmp_path, capsys):
