@@ -107,7 +107,7 @@ def main() -> None:
                      ("PyTorch", torch_model)]
     except ImportError:
         print("   (PyTorch not installed: shipped file only)")
-    precision = rec.model.config.info.get("onnx", {}).get("precision", "float")
+    precision = rec.model.config.precision
     rates = {}
     for label, model in backends:
         tta = model.config.tta

@@ -15,7 +15,7 @@ from .errors import MimikaError
 
 def _detector_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("face detection (OpenCV Haar cascade)")
-    g.add_argument("--detector", default="default", choices=["default", "thorough", "fast", "baseline"],
+    g.add_argument("--detector", default="default",
                    help="preset: default (faces >= 40 px), thorough (>= 30 px: group photos, slower), "
                    "fast (>= 48 px), baseline (the thesis' OpenCV defaults)")
     g.add_argument("--cascade", help="cascade XML: a file OpenCV ships (e.g. haarcascade_frontalface_alt.xml) "
@@ -380,9 +380,9 @@ def cmd_models(args) -> int:
     for name in sorted(shipped_models()):
         m = load_predictor(name)
         flag = " (default)" if name == DEFAULT_MODEL else ""
-        precision = m.config.info.get("onnx", {}).get("precision", "float")
         variant = f" ({name.split('.')[0]}'s weights, exact)" if "." in name else ""
-        print(f"{name}{flag}: {m.config.arch}, {m.config.crop.width}x{m.config.crop.height}, {precision}{variant}, "
+        print(f"{name}{flag}: {m.config.arch}, {m.config.crop.width}x{m.config.crop.height}, "
+              f"{m.config.precision}{variant}, "
               f"labels {', '.join(m.labels)}")
     return 0
 
@@ -418,16 +418,9 @@ def cmd_export(args) -> int:
         return 0
     if not args.calibration:
         raise MimikaError("--int8 needs --calibration DATA (a few hundred real faces, e.g. the training set)")
-    from .datasets import load_dataset
-    data = load_dataset(args.calibration, model.config.crop, log=_log)
-    split = "Training" if data.splits is not None and "Training" in set(data.splits) else ""
-    if split:
-        data = data.split(split)
-    n = min(args.calibration_faces, len(data))
-    import numpy as np
-    idx = np.sort(np.random.default_rng(0).choice(len(data), n, replace=False))
-    source = f"{Path(args.calibration).name}{' ' + split if split else ''}, {n} faces drawn with seed 0"
-    out = export_onnx(model, args.out, quantize=True, calibration=data.faces[idx], calibration_source=source)
+    from .export import calibration_faces
+    faces, source = calibration_faces(args.calibration, model.config.crop, args.calibration_faces, log=_log)
+    out = export_onnx(model, args.out, quantize=True, calibration=faces, calibration_source=source)
     print(f"wrote {out} (INT8, calibrated on {source})")
     return 0
 

@@ -29,6 +29,11 @@ class ModelConfig:
     tta: str = ""  # test-time augmentation: "" none, "flip" averages the face and its mirror image
     info: dict = field(default_factory=dict)  # provenance: data, command, metrics
 
+    @property
+    def precision(self) -> str:
+        """How the prediction file stores the network: "int8" (recorded by `mimika export --int8`) or "float"."""
+        return self.info.get("onnx", {}).get("precision", "float")
+
     def to_dict(self) -> dict:
         return {"arch": self.arch, "labels": list(self.labels), "crop": self.crop.to_dict(),
                 "mean": self.mean, "std": self.std, "tta": self.tta, "info": self.info}

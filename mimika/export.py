@@ -48,6 +48,19 @@ def export_onnx(model: Model, path: str | os.PathLike, half: bool = True, quanti
     return _finish(proto, model.config.to_dict(), path)
 
 
+def calibration_faces(data: str | os.PathLike, crop, n: int = 1024, log=None) -> tuple[np.ndarray, str]:
+    """n faces drawn (seed 0) from a labelled set's Training split, or from all of it when it has
+    none, to calibrate an INT8 export; with a description of where they came from."""
+    from .datasets import load_dataset
+    faces = load_dataset(data, crop, log=log)
+    split = "Training" if faces.splits is not None and "Training" in set(faces.splits) else ""
+    if split:
+        faces = faces.split(split)
+    n = min(n, len(faces))
+    idx = np.sort(np.random.default_rng(0).choice(len(faces), n, replace=False))
+    return faces.faces[idx], f"{Path(data).name}{' ' + split if split else ''}, {n} faces drawn with seed 0"
+
+
 def _exported(model: Model):
     """The network as an ONNX graph, float32, batch size free."""
     import onnx

@@ -30,11 +30,11 @@ def main() -> None:
     info = model.config.info
     eval_cmd = ["mimika", "evaluate", "--model", a.name, "--data", a.data, "--split", a.split]
     rep, table = evaluate(eval_cmd)
-    onnx_info = {}
+    onnx_config = None
     if onnx_path.exists():
         from mimika.runtime import OnnxModel
-        onnx_info = OnnxModel(onnx_path).config.info.get("onnx", {})
-    int8 = onnx_info.get("precision") == "int8"
+        onnx_config = OnnxModel(onnx_path).config
+    int8 = onnx_config is not None and onnx_config.precision == "int8"
     float_path = path.with_suffix(".float.onnx")  # the exact float version shipped beside an INT8 file
     float_cmd = ["mimika", "evaluate", "--model", f"{a.name}.float", "--data", a.data, "--split", a.split]
     float_rep = evaluate(float_cmd)[0] if int8 else None
@@ -54,7 +54,7 @@ def main() -> None:
         f"- **Files:** `{path.name}` ({path.stat().st_size / 1e6:.1f} MB, float16 weights, no pickle: training "
         f"and fine-tuning)" + (f", `{onnx_path.name}` ({onnx_path.stat().st_size / 1e6:.1f} MB, "
                                f"{'INT8' if int8 else 'float'}: prediction with ONNX Runtime"
-                               + (f", calibrated on {onnx_info.get('calibration')}" if int8 else
+                               + (f", calibrated on {onnx_config.info['onnx']['calibration']}" if int8 else
                                   f", written by `mimika export {path.name} {onnx_path.name}`") + ")"
                                if onnx_path.exists() else "")
         + (f", `{float_path.name}` ({float_path.stat().st_size / 1e6:.1f} MB: the same weights as float "

@@ -14,7 +14,7 @@ from mimika.cli import main
 
 
 def _int8(model) -> bool:
-    return model.config.info.get("onnx", {}).get("precision") == "int8"
+    return model.config.precision == "int8"
 
 
 def _probe_crops(face, c, n_random: int = 30):
