@@ -183,3 +183,10 @@ def test_video_frames_json_and_annotated_video(astronaut_bgr, tmp_path, capsys):
     assert "broken.mp4: not a readable video" in captured.err
     cap = cv2.VideoCapture(str(tmp_path / "ann" / "clip.mp4"))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 5
+
+
+def test_output_into_a_closed_pipe_ends_quietly():
+    """`mimika models | head -c 1`: no traceback when the reader stops early."""
+    r = subprocess.run(f"{sys.executable} -m mimika.cli models | head -c 1", shell=True,
+                       capture_output=True, text=True, timeout=60)
+    assert "Traceback" not in r.stderr and r.stdout
