@@ -1,10 +1,10 @@
 """mimika: find every face in an image and say how strongly it shows each emotion.
 
-The four modules of the original design:
-  1. input preparation  - images, detection, crop, datasets
-  2. network            - nets (architectures), model (network + config), modelfile, export
-  3. training           - training, crossval
-  4. recognition        - recognition (Recognizer, Face), runtime (ONNX), annotate
+The four modules of the original design (the module map, file by file, is in the README):
+  1. input preparation  - images, video, detection, crop, datasets/
+  2. network            - nets (architectures), model (network + config), config, container, export
+  3. training           - options, schedules, training (the loop), checkpoint, crossval, api
+  4. recognition        - recognition (Recognizer), results (Face, ImageResult), runtime (ONNX), annotate
 
     >>> import mimika
     >>> faces = mimika.recognize("photo.jpg")
@@ -14,20 +14,27 @@ Names are imported on first use, so prediction never loads PyTorch (only trainin
 """
 
 from importlib import import_module
+from importlib.metadata import PackageNotFoundError, version
 
-__version__ = "0.1.0"
+try:
+    __version__ = version("mimika")
+except PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"
 
 _EXPORTS = {
     "create_model": "api", "fine_tune": "api", "load_model": "api", "train": "api",
     "CropSpec": "crop", "crop_face": "crop",
     "FaceSet": "datasets", "load_ckplus": "datasets", "load_class_folders": "datasets", "load_dataset": "datasets",
+    "train_val_split": "datasets", "evaluation_set": "datasets",
     "HaarDetector": "detection", "detect_faces": "detection", "get_detector": "detection",
-    "MimikaError": "errors", "evaluate": "evaluation", "load_gray": "images", "read_image": "images",
+    "MimikaError": "errors", "evaluate": "evaluation", "load_gray": "images", "load_image": "images",
+    "read_image": "images",
     "CKPLUS_CODES": "labels", "CKPLUS_EMOTIONS": "labels",
-    "Model": "model", "shipped_models": "config", "ModelConfig": "config",
-    "Face": "recognition", "ImageResult": "recognition", "Recognizer": "recognition", "recognize": "recognition",
+    "Model": "model", "shipped_models": "config", "ModelConfig": "config", "Predictor": "config",
+    "Recognizer": "recognition", "recognize": "recognition",
+    "Face": "results", "ImageResult": "results", "Results": "results",
     "OnnxModel": "runtime", "load_predictor": "runtime",
-    "TrainOptions": "training", "export_onnx": "export",
+    "TrainOptions": "options", "export_onnx": "export",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,4 +1,9 @@
-"""Annotated copies of images: each face's box and its most likely emotion drawn on it."""
+"""Annotated copies of images and videos: each face's box and its most likely emotion drawn on it.
+
+`Annotator` names the copies after the inputs' paths below the folders they were found in, so
+two inputs never write the same file; an image keeps its format where OpenCV can write it
+(JPEG in, JPEG out), and videos become MPEG-4.
+"""
 
 from __future__ import annotations
 
@@ -11,33 +16,44 @@ import cv2
 import numpy as np
 
 from .errors import MimikaError
-from .fileio import atomic_path, write_bytes
-from .images import ImageLike, read_color
-from .recognition import Face
+from .fileio import atomic_path, check_writable_dir, write_bytes
+from .images import read_color
+from .results import Face, ImageResult
 
 COLOR = (60, 200, 60)  # BGR
+WRITABLE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
-def draw_faces(image: ImageLike, faces: list[Face]) -> np.ndarray:
-    """A BGR copy of the image with boxes and "label 0.93" captions."""
-    canvas = read_color(image).copy()
-    thick = max(1, round(max(canvas.shape[:2]) / 400))
+def draw_faces(image, faces: list[Face], color: str = "rgb") -> np.ndarray:
+    """A BGR copy of the image with boxes and "label 0.93" captions. Line and text sizes follow the
+    image's size, so captions stay readable on photos of any size; a caption sits outside its box
+    (above it, or below when there is no room), never over the box's line."""
+    canvas = read_color(image, color=color).copy()
+    H, W = canvas.shape[:2]
+    thick = max(1, round(min(H, W) / 300))
+    scale = max(0.4, min(H, W) / 900)
     for face in faces:
         x, y, w, h = face.box
         cv2.rectangle(canvas, (x, y), (x + w, y + h), COLOR, thick)
         text = f"{face.label} {face.score:.2f}"
-        scale = max(0.4, w / 220)
-        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
-        ty = y - 4 if y - th - base - 4 >= 0 else y + h + th + 4
-        cv2.rectangle(canvas, (x, ty - th - base), (x + tw + 4, ty + base), COLOR, -1)
-        cv2.putText(canvas, text, (x + 2, ty), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick, cv2.LINE_AA)
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, max(1, thick // 2))
+        pad = max(2, thick)
+        box_h = th + base + 2 * pad
+        top = y - thick - box_h if y - thick - box_h >= 0 else min(y + h + thick, H - box_h)
+        left = min(max(0, x - thick // 2), max(0, W - tw - 2 * pad))
+        cv2.rectangle(canvas, (left, top), (left + tw + 2 * pad, top + box_h), COLOR, -1)
+        cv2.putText(canvas, text, (left + pad, top + pad + th), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0),
+                    max(1, thick // 2), cv2.LINE_AA)
     return canvas
 
 
 def write_image(path: str | os.PathLike, bgr: np.ndarray) -> Path:
     """Encode by the file's suffix and write atomically."""
     path = Path(path)
-    ok, buf = cv2.imencode(path.suffix or ".png", bgr)
+    try:
+        ok, buf = cv2.imencode(path.suffix or ".png", bgr)
+    except cv2.error:
+        ok = False
     if not ok:
         raise MimikaError(f"{path}: cannot encode an image of this type")
     return write_bytes(path, buf.tobytes())
@@ -54,3 +70,51 @@ def video_writer(path: str | os.PathLike, fps: float, size: tuple[int, int]) -> 
             yield writer
         finally:
             writer.release()
+
+
+class Annotator:
+    """Writes the annotated copy of each result below `out_dir`, named after its input."""
+
+    def __init__(self, out_dir: str | os.PathLike, every: int = 1):
+        self.out_dir = check_writable_dir(out_dir, "--annotate folder")
+        self.every = every
+        self.used: set[Path] = set()
+        self._video: contextlib.ExitStack | None = None
+        self._writer = None
+
+    def target(self, name: Path, video: bool) -> Path:
+        """A unique output path mirroring `name` (the input's path below its folder)."""
+        suffix = ".mp4" if video else (name.suffix.lower() if name.suffix.lower() in WRITABLE_SUFFIXES else ".png")
+        out = self.out_dir / name.with_suffix(suffix)
+        k = 2
+        while out in self.used:
+            out = self.out_dir / name.with_name(f"{name.stem}-{k}{suffix}")
+            k += 1
+        self.used.add(out)
+        return out
+
+    def image(self, source, result: ImageResult) -> ImageResult:
+        if result.error is None:
+            try:
+                write_image(self.target(source.name, False), draw_faces(source.path, result.faces))
+            except MimikaError as err:
+                result.error = str(err)
+        return result
+
+    def frame(self, source, result: ImageResult) -> ImageResult:
+        frame, result.image = result.image, None
+        if frame is None:
+            return result
+        canvas = draw_faces(frame, result.faces, color="bgr")
+        if self._writer is None:
+            from .video import video_fps
+            self._video = contextlib.ExitStack()
+            self._writer = self._video.enter_context(video_writer(
+                self.target(source.name, True), video_fps(source.path) / self.every, canvas.shape[1::-1]))
+        self._writer.write(canvas)
+        return result
+
+    def close_video(self) -> None:
+        if self._video is not None:
+            video, self._video, self._writer = self._video, None, None
+            video.close()

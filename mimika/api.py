@@ -1,18 +1,21 @@
-"""The Python API: a few verbs over the core modules. The CLI is a thin layer over these."""
+"""The Python API for models and training: a few verbs over the core modules. The CLI is a thin
+layer over these (recognition's verbs are in recognition.py)."""
 
 from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from .datasets import FaceSet, faces_from_arrays
-from .labels import CKPLUS_EMOTIONS
+from .errors import MimikaError
+from .fileio import check_writable
+from .labels import in_code_order
 from .model import Model
-from .training import EpochStats, Trainer, TrainOptions
+from .options import TrainOptions
+from .training import EpochStats, Trainer, save_dtype
 
 
 def create_model(arch: str = "seed", labels: list[str] | None = None, seed: int | None = 0) -> Model:
@@ -29,7 +32,12 @@ def train(model: Model, train_set: FaceSet, val_set: FaceSet | None = None,
           options: TrainOptions | None = None, out: str | os.PathLike | None = None,
           checkpoint: str | os.PathLike | None = None, resume: str | os.PathLike | None = None,
           log: Callable[[str], None] = print) -> list[EpochStats]:
-    """Train `model` in place; save it to `out` if given. Returns the per-epoch history."""
+    """Train `model` in place; save it to `out` if given. Returns the per-epoch history; the wall
+    time goes into the model's info."""
+    options = options or TrainOptions()
+    for path in (out, checkpoint):
+        if path:
+            check_writable(path, "model file" if path == out else "checkpoint")
     trainer = Trainer(model, train_set, val_set, options, checkpoint=checkpoint or None, log=log)
     if resume:
         trainer.restore(resume)
@@ -38,25 +46,28 @@ def train(model: Model, train_set: FaceSet, val_set: FaceSet | None = None,
     model.config.info.setdefault("training", {}).update(
         {"epochs": len(history), "seconds_this_session": round(time.perf_counter() - t0, 1)})
     if out:
-        model.save(out)
+        model.save(out, dtype=save_dtype(options))
     return history
 
 
-def fine_tune(model: Model | str | os.PathLike, faces: np.ndarray | FaceSet, codes=None, epochs: int = 10,
+def fine_tune(model: Model | str | os.PathLike, faces: np.ndarray | FaceSet, labels=None, epochs: int = 10,
               lr: float = 0.001, batch_size: int = 32, seed: int = 0, crop: str = "detect",
-              out: str | os.PathLike | None = None, log: Callable[[str], None] = print) -> Model:
+              out: str | os.PathLike | None = None, log: Callable[[str], None] = print, codes=None) -> Model:
     """Continue training a trained model on the user's own labelled faces.
 
     `faces` is an N x K x H x W array (K = 1 gray or 3 RGB, any H, W: the face is found and
-    resized to the model input) with `codes`, CK+ class codes (1..7, or 0 for neutral); or a
-    FaceSet. Classes the model does not know get new outputs (the head is widened).
+    resized to the model input) with `labels`, one per face: CK+ codes (1..7, or 0 for neutral) or
+    emotion names ("happiness", "happy"); or a FaceSet. Classes the model does not know get new
+    outputs (the head is widened). `codes` is the old name of `labels`.
     """
+    labels = labels if labels is not None else codes
     model = model if isinstance(model, Model) else Model.load(model)
-    data = faces if isinstance(faces, FaceSet) else faces_from_arrays(faces, codes, model.config.crop, crop)
+    if not isinstance(faces, FaceSet) and labels is None:
+        raise MimikaError("fine_tune needs a label per face (CK+ codes or emotion names)")
+    data = faces if isinstance(faces, FaceSet) else faces_from_arrays(faces, labels, model.config.crop, crop)
     new = [n for n in data.labels if n not in model.labels]
     if new:
-        order = ["neutral"] + CKPLUS_EMOTIONS
-        model.with_labels(sorted(set(model.labels) | set(new), key=lambda n: order.index(n) if n in order else 99))
+        model.with_labels(in_code_order(model.labels + new))
         log(f"new classes {', '.join(new)}: the model's output layer was widened to {len(model.labels)} classes")
     for note in data.notes:
         log(note)

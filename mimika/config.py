@@ -3,11 +3,12 @@ about a model (labels, crop, normalization) travels with its weights in the mode
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -15,6 +16,9 @@ from .crop import CropSpec
 from .errors import MimikaError
 
 DEFAULT_MODEL = "ferplus"
+MODEL_FORMAT = "mimika-model"  # the format tag of `.npz` model files and training checkpoints
+METADATA_KEY = "mimika_config"  # the ONNX metadata entry that holds the config (written by export.py)
+TTA_MODES = ("", "flip")
 
 
 @dataclass
@@ -40,9 +44,29 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
-        return cls(arch=d["arch"], labels=list(d["labels"]), crop=CropSpec(**d["crop"]),
-                   mean=float(d.get("mean", 0.0)), std=float(d.get("std", 1.0)), tta=d.get("tta", ""),
-                   info=d.get("info", {}))
+        """The config stored in a model file, checked field by field: a file is untrusted input."""
+        def need(ok: bool, what: str) -> None:
+            if not ok:
+                raise MimikaError(f"model config: {what}")
+        need(isinstance(d, dict), "not a JSON object")
+        need(isinstance(d.get("arch"), str) and d["arch"] != "", "'arch' must be a name")
+        labels = d.get("labels")
+        need(isinstance(labels, list) and 0 < len(labels) <= 1000
+             and all(isinstance(n, str) and n for n in labels) and len(set(labels)) == len(labels),
+             "'labels' must be a list of distinct names")
+        crop = d.get("crop")
+        need(isinstance(crop, dict) and set(crop) <= {"width", "height", "margin"}, "'crop' must be "
+             "{width, height, margin}")
+        size_ok = all(type(crop.get(k, 96)) is int and 8 <= crop.get(k, 96) <= 1024 for k in ("width", "height"))
+        need(size_ok, "crop width and height must be whole numbers from 8 to 1024")
+        margin = crop.get("margin", 0.0)
+        need(_number(margin) and -0.4 <= margin <= 2, "crop margin must be a number from -0.4 to 2")
+        mean, std = d.get("mean", 0.0), d.get("std", 1.0)
+        need(_number(mean) and _number(std) and std > 0, "'mean' and 'std' must be numbers, std > 0")
+        need(d.get("tta", "") in TTA_MODES, f"'tta' must be one of {TTA_MODES}")
+        need(isinstance(d.get("info", {}), dict), "'info' must be a JSON object")
+        return cls(arch=d["arch"], labels=list(labels), crop=CropSpec(**crop), mean=float(mean), std=float(std),
+                   tta=d.get("tta", ""), info=d.get("info", {}))
 
     def normalize(self, crops: np.ndarray) -> np.ndarray:
         """uint8 crops N x H x W -> float32 network input N x 1 x H x W."""
@@ -59,7 +83,7 @@ class ModelConfig:
             raise MimikaError(f"face crops must be N x {expect[0]} x {expect[1]}, got {crops.shape}")
         if len(crops) == 0:
             return np.zeros((0, len(self.labels)))
-        if self.tta not in ("", "flip"):
+        if self.tta not in TTA_MODES:
             raise MimikaError(f"unknown test-time augmentation {self.tta!r}")
         views = 2 if self.tta == "flip" else 1
         step = max(1, batch_size // views)
@@ -68,10 +92,34 @@ class ModelConfig:
             chunk = crops[i:i + step]
             if views == 2:  # the faces and their mirror images in one run: one call's overhead, not two
                 chunk = np.concatenate([chunk, chunk[:, :, ::-1]])
-            p = _softmax(logits(self.normalize(chunk)))
+            z = np.asarray(logits(self.normalize(chunk)))
+            if z.shape != (len(chunk), len(self.labels)):
+                raise MimikaError(f"the model's output has shape {z.shape}, expected {(len(chunk), len(self.labels))} "
+                                  "(one score per label): the network does not fit its config")
+            p = _softmax(z)
             parts.append(p if views == 1 else (p[:len(p) // 2] + p[len(p) // 2:]) / 2)
         p = np.concatenate(parts)
+        if not np.isfinite(p).all():
+            raise MimikaError("the model's output is not a number (NaN or infinite) for some faces: "
+                              "the model file is damaged or was trained into divergence")
         return p / p.sum(axis=1, keepdims=True)
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """What recognition needs of a model: its config, its labels, and probabilities for face crops.
+    `OnnxModel` (runtime.py) and the PyTorch `Model` (model.py) both provide it."""
+
+    config: ModelConfig
+
+    @property
+    def labels(self) -> list[str]: ...
+
+    def predict_proba(self, crops: np.ndarray, batch_size: int = 256) -> np.ndarray: ...
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:

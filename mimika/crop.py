@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
-from .detection import DATASET_DETECTOR, PRESETS, Box, HaarDetector, largest
+from .detection import Box, largest
 
 
 @dataclass(frozen=True)
@@ -46,13 +46,12 @@ def whole_image_box(gray: np.ndarray) -> Box:
     return (0, 0, int(gray.shape[1]), int(gray.shape[0]))
 
 
-def single_face(gray: np.ndarray, spec: CropSpec, crop: str, detector: HaarDetector | None = None
-                ) -> tuple[np.ndarray, bool]:
+def single_face(gray: np.ndarray, spec: CropSpec, crop: str, detector=None) -> tuple[np.ndarray, bool]:
     """The one face of an image known to hold one (a dataset frame, a user's face photo).
 
     crop="whole" uses the whole image as the face; crop="detect" uses the largest detected face
     and falls back to the whole image when none is found. Returns the crop and whether a face
     was detected.
     """
-    box = largest((detector or PRESETS[DATASET_DETECTOR])(gray)) if crop == "detect" else None
+    box = largest(detector(gray)) if crop == "detect" else None
     return crop_face(gray, box or whole_image_box(gray), spec), box is not None

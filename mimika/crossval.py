@@ -9,7 +9,7 @@ from typing import Callable
 
 import numpy as np
 
-from .datasets.base import FaceSet
+from .datasets import FaceSet
 from .errors import MimikaError
 from .evaluation import evaluate, report
 from .fileio import write_text

@@ -64,6 +64,17 @@ class HaarDetector:
     #                  in the box's neighbourhood and near its size, with this many neighbours
     trust: int = 0  # if > 0: a candidate backed by this many raw detections skips that second look
 
+    def __post_init__(self):
+        checks = [(self.scale_factor > 1, f"scale_factor must be > 1, got {self.scale_factor}"),
+                  (self.min_neighbors >= 0, f"min_neighbors must be >= 0, got {self.min_neighbors}"),
+                  (self.min_size >= 1, f"min_size (smallest face) must be >= 1 pixel, got {self.min_size}"),
+                  (self.max_size is None or self.max_size >= self.min_size, "max_size must be >= min_size"),
+                  (self.downscale >= 1, f"downscale must be >= 1, got {self.downscale}"),
+                  (self.verify >= 0 and self.trust >= 0, "verify and trust must be >= 0")]
+        for ok, why in checks:
+            if not ok:
+                raise MimikaError(f"face detector: {why}")
+
     def __call__(self, gray: np.ndarray) -> list[Box]:
         """Boxes of all faces found, left to right, in the image's own coordinates."""
         cascade = _cascade(cascade_file(self.cascade))

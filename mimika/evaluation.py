@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .datasets.base import FaceSet
+from .datasets import FaceSet
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n: int) -> np.ndarray:

@@ -24,7 +24,8 @@ import torch
 from .errors import MimikaError
 from .fileio import write_bytes
 from .model import Model
-from .runtime import METADATA_KEY
+from .config import METADATA_KEY
+from .runtime import CHECKSUM_KEY, graph_checksum
 
 OPSET = 17
 
@@ -135,4 +136,6 @@ def _finish(proto, config: dict, path: str | os.PathLike) -> Path:
     meta.key, meta.value = METADATA_KEY, json.dumps(config)
     proto.producer_name = "mimika"
     onnx.checker.check_model(proto)
+    checksum = proto.metadata_props.add()  # the graph's SHA-256, verified on load (metadata lies outside it)
+    checksum.key, checksum.value = CHECKSUM_KEY, graph_checksum(proto.SerializeToString())
     return write_bytes(path, proto.SerializeToString())

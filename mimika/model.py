@@ -11,19 +11,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import DEFAULT_MODEL, ModelConfig, resolve_model_path, shipped_models  # noqa: F401
+from .config import MODEL_FORMAT, ModelConfig, resolve_model_path
+from .container import read_container, write_container
 from .crop import CropSpec
 from .errors import MimikaError
 from .labels import CKPLUS_EMOTIONS
-from .modelfile import read_npz, write_npz
 from .nets import build_net, get_architecture, glorot_init, head_of
+
 
 class Model:
     """A network and its config. `predict_proba` takes face crops and gives class probabilities."""
 
-    def __init__(self, config: ModelConfig, net: nn.Module):
+    def __init__(self, config: ModelConfig, net: nn.Module, stored_dtype: str = "float32"):
         self.config = config
         self.net = net.eval()
+        self.stored_dtype = stored_dtype  # how the file it came from stores the weights
 
     # construction -------------------------------------------------------------------------
     @classmethod
@@ -43,23 +45,24 @@ class Model:
         path = resolve_model_path(name_or_path, prefer=(".npz",))
         if path.suffix == ".onnx":
             raise MimikaError(f"{path}: an ONNX export holds no trainable weights; use the .npz model file")
-        meta, arrays = read_npz(path)
+        meta, arrays = read_container(path, MODEL_FORMAT)
         return cls.from_file_contents(path, meta, arrays)
 
     @classmethod
     def from_file_contents(cls, path: Path, meta: dict, arrays: dict[str, np.ndarray]) -> "Model":
         try:
-            config = ModelConfig.from_dict(meta["model"])
+            config = ModelConfig.from_dict(meta.get("model"))
             net = build_net(config.arch, len(config.labels))
             state = {k[len("param/"):]: torch.from_numpy(v.astype(np.float32))
                      for k, v in arrays.items() if k.startswith("param/")}
             net.load_state_dict(state)
         except MimikaError as e:
             raise MimikaError(f"{path}: {e}") from None
-        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        except (KeyError, TypeError, ValueError, RuntimeError, OverflowError) as e:
             raise MimikaError(f"{path}: model file does not fit its architecture ({type(e).__name__}: "
                               f"{str(e).splitlines()[0]})") from None
-        return cls(config, net)
+        half = all(v.dtype == np.float16 for k, v in arrays.items() if k.startswith("param/") and v.dtype.kind == "f")
+        return cls(config, net, "float16" if half else "float32")
 
     # saving -------------------------------------------------------------------------------
     def file_contents(self, dtype: str = "float32") -> tuple[dict, dict[str, np.ndarray]]:
@@ -70,7 +73,19 @@ class Model:
     def save(self, path: str | os.PathLike, dtype: str = "float32") -> Path:
         """Write the model file (atomically); float16 halves its size."""
         meta, arrays = self.file_contents(dtype)
-        return write_npz(path, meta, arrays)
+        return write_container(path, MODEL_FORMAT, meta, arrays)
+
+    def rounded(self, dtype: str = "float16") -> "Model":
+        """A copy whose weights are what a file saved with `dtype` holds: validation scores this,
+        so its figure is the saved model's."""
+        import copy
+        net = copy.deepcopy(self.net)
+        if dtype != "float32":
+            with torch.no_grad():
+                for t in net.state_dict().values():
+                    if t.is_floating_point():
+                        t.copy_(t.to(getattr(torch, dtype)).float())
+        return Model(copy.deepcopy(self.config), net)
 
     # use ----------------------------------------------------------------------------------
     @property

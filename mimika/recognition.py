@@ -1,115 +1,150 @@
-"""Recognition: an image in; per face, its box and a probability for each emotion."""
+"""Recognition: an image in; per face, its box and a probability for each emotion.
+
+`Recognizer` loads a model and a face detector once; `get(image)` returns the faces of one image,
+`get_files` / `get_video` stream results for many, and `predict(sources)` does what the
+`mimika predict` command does: folders expanded, images batched, videos read frame by frame, in
+input order, with annotated copies written when asked. A bad input gives a result with `error`
+set; the others go on.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
 
-from .crop import crop_face
-from .detection import PRESETS, Box, HaarDetector
+from .config import Predictor
+from .crop import crop_face, whole_image_box
+from .detection import PRESETS, Box
 from .errors import MimikaError
-from .images import ImageLike, load_gray
+from .images import load_image
+from .results import Face, ImageResult, Results
 from .runtime import load_predictor
 
+__all__ = ["Face", "ImageResult", "Recognizer", "Results", "Source", "expand_inputs", "recognize"]
 
-@dataclass
-class Face:
-    """One face: its box (x, y, w, h) and each emotion's probability, most likely first."""
-
-    box: Box
-    scores: dict[str, float]
-
-    @property
-    def label(self) -> str:
-        return next(iter(self.scores))
-
-    @property
-    def score(self) -> float:
-        return next(iter(self.scores.values()))
-
-    def to_dict(self) -> dict:
-        return {"box": list(self.box), "label": self.label, "scores": dict(self.scores)}
+CROP_MODES = ("detect", "whole")
 
 
-@dataclass
-class ImageResult:
-    """The faces of one input file, or why it could not be read."""
+@dataclass(frozen=True)
+class Source:
+    """One input: `path` as given or found in a folder ("-": standard input), `name` its path
+    below the folder it was found in (or its file name), for naming outputs."""
 
-    file: str
-    faces: list[Face] = field(default_factory=list)
-    error: str | None = None
-    frame: int | None = None  # for videos: the frame's index and time in seconds
-    time: float | None = None
-    image: np.ndarray | None = field(default=None, repr=False)  # the video frame, when asked to keep it
-
-    def to_dict(self) -> dict:
-        d: dict = {"file": self.file}
-        if self.frame is not None:
-            d.update(frame=self.frame, time=round(self.time or 0.0, 3))
-        d["faces"] = [f.to_dict() for f in self.faces]
-        if self.error:
-            d["error"] = self.error
-        return d
+    path: str
+    name: Path
+    video: bool = False
 
 
 class Recognizer:
     """A model and a face detector, loaded once: `get(image)` returns the faces in an image.
 
     `model`: a shipped model's name (None: the default), a `.onnx` or `.npz` file, or a loaded
-    model (anything with `config` and `predict_proba`, e.g. a freshly trained `Model`)."""
+    model (a `Predictor`: e.g. a freshly trained `Model`). `crop="whole"` takes every image as one
+    face (pre-cropped face sets) instead of detecting faces."""
 
-    def __init__(self, model=None, detector: HaarDetector | None = None):
-        self.model = model if hasattr(model, "predict_proba") else load_predictor(model)
+    def __init__(self, model: str | os.PathLike | Predictor | None = None, detector=None, crop: str = "detect"):
+        if crop not in CROP_MODES:
+            raise MimikaError(f"crop must be one of {', '.join(CROP_MODES)}, got {crop!r}")
+        self.model = model if isinstance(model, Predictor) else load_predictor(model)
         self.detector = detector or PRESETS["default"]
+        self.crop = crop
 
-    def get(self, image: ImageLike) -> list[Face]:
-        """All faces in a path or an array (RGB or gray), left to right."""
-        return self.classify(load_gray(image))
+    # one image ---------------------------------------------------------------------------
+    def get(self, image, color: str = "rgb") -> list[Face]:
+        """All faces in an image, left to right. `image`: a path, "-" (standard input), encoded
+        bytes, a PIL image, or an array (`color` "rgb" or "bgr" for 3/4 channels)."""
+        return self._classified(load_image(image, color=color))
 
     def classify(self, gray: np.ndarray) -> list[Face]:
-        boxes = self.detector(gray)
-        if not boxes:
-            return []
-        crops = np.stack([crop_face(gray, b, self.model.config.crop) for b in boxes])
-        probs = self.model.predict_proba(crops)
-        return [Face(box, self.ranked(p)) for box, p in zip(boxes, probs)]
+        """The faces of an 8-bit grayscale image."""
+        return self._classified(_Loaded(gray))
+
+    def _classified(self, img) -> list[Face]:
+        boxes, crops = self._detect_and_crop(img)
+        return self._faces_of(boxes, self.model.predict_proba(np.stack(crops)) if crops else [], img.scale)
+
+    def boxes(self, gray: np.ndarray) -> list[Box]:
+        return [whole_image_box(gray)] if self.crop == "whole" else self.detector(gray)
 
     def ranked(self, p: np.ndarray) -> dict[str, float]:
         order = np.argsort(-p, kind="stable")
         return {self.model.labels[i]: float(p[i]) for i in order}
 
+    def _detect_and_crop(self, img) -> tuple[list[Box], list[np.ndarray]]:
+        boxes = self.boxes(img.gray)
+        return boxes, [crop_face(img.gray, b, self.model.config.crop) for b in boxes]
+
+    def _faces_of(self, boxes: list[Box], probs, scale: float) -> list[Face]:
+        return [Face(_scaled(b, scale), self.ranked(p)) for b, p in zip(boxes, probs)]
+
+    # many images -------------------------------------------------------------------------
     def get_files(self, paths: Iterable[str | os.PathLike], batch_faces: int = 64) -> Iterator[ImageResult]:
         """One result per file, in order; a bad file yields a result with `error` set and the batch
         goes on. Faces of consecutive images are classified together, `batch_faces` at a time,
         and only their crops are kept meanwhile, so memory stays bounded however many files."""
-        return self._stream(((ImageResult(str(p)), lambda p=p: load_gray(p)) for p in paths), batch_faces)
+        return self._stream(((ImageResult(str(p)), lambda p=p: load_image(p)) for p in paths), batch_faces)
 
     def get_video(self, path: str | os.PathLike, every: int = 1, batch_faces: int = 64,
                   keep_frames: bool = False) -> Iterator[ImageResult]:
         """One result per analysed frame (every `every`-th), with its index and time (and the
         BGR frame itself in `image` if `keep_frames`, for drawing)."""
-        from .images import to_gray
         from .video import read_frames
         return self._stream(((ImageResult(str(path), frame=i, time=t, image=frame if keep_frames else None),
-                              lambda f=frame: to_gray(f, order="bgr"))
+                              lambda f=frame: load_image(f, color="bgr"))
                              for i, t, frame in read_frames(path, every)), batch_faces)
 
+    def predict(self, sources: Iterable[str | os.PathLike | Source], every: int = 1,
+                annotate: str | os.PathLike | None = None, batch_faces: int = 64,
+                smoothing: float = 0.0) -> Iterator[ImageResult]:
+        """Results for files, folders (expanded), videos (every `every`-th frame) and "-" (standard
+        input), in input order; with `annotate`, a copy of each image and video with boxes and
+        labels is written below that folder, mirroring the inputs' relative paths. The faces of a
+        video are tracked (`Face.track_id`); `smoothing` in [0, 1) averages each track's
+        probabilities over time (exponential moving average)."""
+        from .annotate import Annotator
+        from .tracking import FaceTracker
+        if every < 1:
+            raise MimikaError(f"every must be at least 1, got {every}")
+        items = [x for s in sources for x in ([s] if isinstance(s, Source) else expand_inputs([s]))]
+        writer = Annotator(annotate, every=every) if annotate else None
+        images: list[Source] = []
+        for src in items + [None]:
+            if src is None or src.video:
+                for s, res in zip(images, self.get_files([s.path for s in images], batch_faces)):
+                    yield writer.image(s, res) if writer else res
+                images = []
+            if src is None:
+                break
+            if not src.video:
+                images.append(src)
+                continue
+            tracker = FaceTracker(smoothing=smoothing)
+            try:
+                for res in self.get_video(src.path, every, batch_faces, keep_frames=writer is not None):
+                    tracker.update(res.faces)
+                    yield writer.frame(src, res) if writer else res
+            except MimikaError as err:
+                yield ImageResult(src.path, error=str(err))
+            finally:
+                if writer:
+                    writer.close_video()
+
     def _stream(self, items, batch_faces: int) -> Iterator[ImageResult]:
-        pending: list[tuple[ImageResult, list[Box], list[np.ndarray]]] = []
+        pending: list[tuple[ImageResult, list[Box], list[np.ndarray], float]] = []
         n_crops = 0
         for result, load in items:
-            boxes, crops = [], []
+            boxes, crops, scale = [], [], 1.0
             try:
-                gray = load()
-                boxes = self.detector(gray)
-                crops = [crop_face(gray, b, self.model.config.crop) for b in boxes]
+                img = load()
+                result.notes, scale = list(img.notes), img.scale
+                boxes, crops = self._detect_and_crop(img)
             except MimikaError as e:
-                result.error = str(e)
-            pending.append((result, boxes, crops))
+                result.error, boxes, crops = str(e), [], []
+            pending.append((result, boxes, crops, scale))
             n_crops += len(crops)
             if n_crops >= batch_faces or len(pending) >= batch_faces:
                 yield from self._classify_pending(pending)
@@ -117,33 +152,56 @@ class Recognizer:
         yield from self._classify_pending(pending)
 
     def _classify_pending(self, pending) -> Iterator[ImageResult]:
-        crops = [c for _, _, cs in pending for c in cs]
+        crops = [c for _, _, cs, _ in pending for c in cs]
         probs = self.model.predict_proba(np.stack(crops)) if crops else np.zeros((0, 0))
         i = 0
-        for result, boxes, cs in pending:
-            result.faces = [Face(box, self.ranked(p)) for box, p in zip(boxes, probs[i:i + len(cs)])]
+        for result, boxes, cs, scale in pending:
+            result.faces = self._faces_of(boxes, probs[i:i + len(cs)], scale)
             i += len(cs)
             yield result
+
+
+@dataclass
+class _Loaded:
+    """A gray image given as it is (the fields of images.LoadedImage that recognition reads)."""
+
+    gray: np.ndarray
+    scale: float = 1.0
+    notes: tuple = ()
+
+
+def _scaled(box: Box, scale: float) -> Box:
+    """A box found on a downscaled image, in the stored image's pixels."""
+    if scale == 1.0:
+        return tuple(int(v) for v in box)
+    return tuple(int(round(v * scale)) for v in box)
 
 
 _default: dict[str, Recognizer] = {}
 
 
-def recognize(image: ImageLike, model=None) -> list[Face]:
+def recognize(image, model=None, color: str = "rgb") -> list[Face]:
     """The faces in an image with their emotion scores (the default model unless one is named)."""
-    if hasattr(model, "predict_proba"):
-        return Recognizer(model).get(image)
+    if isinstance(model, Predictor):
+        return Recognizer(model).get(image, color=color)
     key = str(model)
     if key not in _default:
         _default[key] = Recognizer(model)
-    return _default[key].get(image)
+    return _default[key].get(image, color=color)
 
 
-def expand_inputs(paths: Iterable[str | os.PathLike]) -> list[Path]:
-    """Files as given, folders replaced by the images and videos below them."""
+def expand_inputs(paths: Iterable[str | os.PathLike]) -> list[Source]:
+    """Files as given, folders replaced by the images and videos below them (sorted), "-" kept."""
     from .images import list_images
-    from .video import list_videos
-    out: list[Path] = []
-    for p in map(Path, paths):
-        out.extend(sorted(list_images(p) + list_videos(p)) if p.is_dir() else [p])
+    from .video import is_video, list_videos
+    out: list[Source] = []
+    for given in paths:
+        p = Path(given)
+        if str(given) == "-":
+            out.append(Source("-", Path("stdin")))
+        elif p.is_dir():
+            found = sorted(list_images(p) + list_videos(p))
+            out.extend(Source(str(f), Path(p.name) / f.relative_to(p), is_video(f)) for f in found)
+        else:
+            out.append(Source(str(given), Path(p.name), is_video(p)))
     return out

@@ -1,22 +1,69 @@
 """Prediction without PyTorch: models exported to ONNX, run by ONNX Runtime.
 
 An exported file carries the model config (labels, crop, normalization) as ONNX metadata, so
-it is used exactly like the `.npz` it came from. `load_predictor` picks the back end: ONNX for
+it is used exactly like the `.npz` it came from, and the SHA-256 of its graph, so damaged weights
+are refused instead of giving other answers. Files are read into memory and handed to ONNX
+Runtime as bytes: a graph cannot make it read other files (ONNX "external data"). A new model is
+run once on two blank faces at load, so a graph that cannot run on faces of its input size fails
+there, with one line, not in the middle of a batch. `load_predictor` picks the back end: ONNX for
 `.onnx` files and shipped models, PyTorch for `.npz` training files (when PyTorch is installed).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 
 import numpy as np
 
-from .config import ModelConfig, resolve_model_path
+from .config import METADATA_KEY, ModelConfig, Predictor, resolve_model_path
 from .errors import MimikaError
 
-METADATA_KEY = "mimika_config"
+CHECKSUM_KEY = "mimika_graph_sha256"
+MAX_MODEL_BYTES = 1 << 30
+
+
+def graph_bytes(model: bytes) -> bytes:
+    """The serialized graph (field 7 of ONNX's ModelProto), found by walking the protobuf's top-level
+    fields; the checksum covers it, while the metadata (field 14) stays outside."""
+    pos, n = 0, len(model)
+
+    def varint() -> int:
+        nonlocal pos
+        value = shift = 0
+        while True:
+            if pos >= n or shift > 63:
+                raise ValueError("truncated protobuf")
+            b = model[pos]
+            pos += 1
+            value |= (b & 0x7F) << shift
+            shift += 7
+            if b < 0x80:
+                return value
+
+    while pos < n:
+        key = varint()
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            varint()
+        elif wire in (1, 5):
+            pos += 8 if wire == 1 else 4
+        elif wire == 2:
+            size = varint()
+            if pos + size > n:
+                raise ValueError("truncated protobuf")
+            if field == 7:
+                return model[pos:pos + size]
+            pos += size
+        else:
+            raise ValueError(f"protobuf wire type {wire}")
+    raise ValueError("no graph in the file")
+
+
+def graph_checksum(model: bytes) -> str:
+    return hashlib.sha256(graph_bytes(model)).hexdigest()
 
 
 class OnnxModel:
@@ -28,6 +75,9 @@ class OnnxModel:
         self.path = Path(path)
         if not self.path.is_file():
             raise MimikaError(f"{self.path}: no such model file")
+        if self.path.stat().st_size > MAX_MODEL_BYTES:
+            raise MimikaError(f"{self.path}: larger than {MAX_MODEL_BYTES >> 20} MiB: not a mimika model")
+        data = self.path.read_bytes()
         options = ort.SessionOptions()
         options.log_severity_level = 3
         # no busy-waiting between runs: spinning threads would steal the cores from face detection
@@ -35,30 +85,51 @@ class OnnxModel:
         if threads:
             options.intra_op_num_threads = threads
         try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+            checksum = graph_checksum(data)
+            self.session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
             meta = self.session.get_modelmeta().custom_metadata_map
+            if METADATA_KEY not in meta:
+                raise MimikaError(f"{self.path}: an ONNX model without mimika's configuration (export it with "
+                                  "`mimika export`)")
             self.config = ModelConfig.from_dict(json.loads(meta[METADATA_KEY]))
-        except KeyError:
-            raise MimikaError(f"{self.path}: an ONNX model without mimika's configuration (export it with "
-                              "`mimika export`)") from None
-        except Exception as e:  # onnxruntime raises its own exception types for bad files
+        except MimikaError as e:
+            raise MimikaError(str(e) if str(e).startswith(str(self.path)) else f"{self.path}: {e}") from None
+        except Exception as e:  # onnxruntime and json raise their own exception types for bad files
             raise MimikaError(f"{self.path}: not a readable ONNX model ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0][:200]})") from None
-        self.input_name = self.session.get_inputs()[0].name
+                              f"{_first_line(e)})") from None
+        if CHECKSUM_KEY in meta and meta[CHECKSUM_KEY] != checksum:
+            raise MimikaError(f"{self.path}: damaged model file (its graph does not match the checksum stored with it)")
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise MimikaError(f"{self.path}: the graph takes {len(inputs)} inputs, not one batch of faces")
+        self.input_name = inputs[0].name
+        c = self.config.crop
+        self.predict_proba(np.stack([np.zeros((c.height, c.width), np.uint8),
+                                     np.full((c.height, c.width), 128, np.uint8)]))  # fails here if it cannot run
 
     @property
     def labels(self) -> list[str]:
         return self.config.labels
 
     def logits(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: x})[0]
+        try:
+            return self.session.run(None, {self.input_name: x})[0]
+        except Exception as e:  # onnxruntime's own exception types
+            raise MimikaError(f"{self.path}: the model failed to run ({type(e).__name__}: {_first_line(e)})") from None
 
     def predict_proba(self, crops: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Probabilities N x C (rows sum to 1) for uint8 face crops N x H x W of the input size."""
-        return self.config.predict_proba(self.logits, crops, batch_size)
+        try:
+            return self.config.predict_proba(self.logits, crops, batch_size)
+        except MimikaError as e:
+            raise MimikaError(str(e) if str(e).startswith(str(self.path)) else f"{self.path}: {e}") from None
 
 
-def load_predictor(name_or_path: str | os.PathLike | None = None):
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [""])[0][:200]
+
+
+def load_predictor(name_or_path: str | os.PathLike | None = None) -> Predictor:
     """A model ready to predict: an OnnxModel, or a PyTorch Model for a `.npz` training file."""
     path = resolve_model_path(name_or_path, prefer=(".onnx", ".npz"))
     if path.suffix == ".onnx":

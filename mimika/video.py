@@ -1,4 +1,7 @@
-"""Video input: frames read with OpenCV, made grayscale for detection."""
+"""Video input: frames read with OpenCV, made grayscale for detection.
+
+Only regular files are opened: OpenCV's VideoCapture blocks forever on a FIFO and reads devices,
+so the file type is checked with stat() first, as for images (`images.check_regular_file`)."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import cv2
 import numpy as np
 
 from .errors import MimikaError
+from .images import check_regular_file, list_files
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
 
@@ -19,14 +23,17 @@ def is_video(path: str | os.PathLike) -> bool:
 
 
 def list_videos(folder: str | os.PathLike) -> list[Path]:
-    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and is_video(p))
+    """Video files below `folder`, sorted; the walk skips FIFOs and devices and always ends."""
+    return list_files(folder, VIDEO_SUFFIXES)
 
 
 def open_video(path: str | os.PathLike) -> cv2.VideoCapture:
     p = Path(path)
-    if not p.is_file():
-        raise MimikaError(f"{p}: no such file")
-    cap = cv2.VideoCapture(str(p))
+    check_regular_file(p, "video")
+    try:
+        cap = cv2.VideoCapture(str(p))
+    except cv2.error as e:
+        raise MimikaError(f"{p}: not a readable video (OpenCV: {' '.join(str(e).split())[:200]})") from None
     if not cap.isOpened():
         raise MimikaError(f"{p}: not a readable video (corrupt or unsupported format)")
     return cap

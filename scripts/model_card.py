@@ -13,7 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mimika.model import Model, resolve_model_path
+from mimika.config import resolve_model_path
+from mimika.model import Model
 
 
 def main() -> None:

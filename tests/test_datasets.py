@@ -172,3 +172,126 @@ def test_train_from_a_model_with_other_classes(fer_dir, tmp_path, capsys, monkey
                  "--epochs", "1", "--out", str(tmp_path / "m.npz")]) == 0
     m = Model.load(tmp_path / "m.npz")
     assert "contempt" not in m.labels and len(m.labels) == 7 and m.net.head.out_features == 7
+
+
+# --- malformed datasets: one clear line naming the file (and line), no hang, bounded memory ---
+
+def _fer(tmp_path, rows, name="fer2013.csv", head="emotion,pixels,Usage", eol="\n", bom=""):
+    path = tmp_path / name
+    path.write_bytes((bom + head + eol + "".join(r + eol for r in rows)).encode())
+    return path
+
+
+GOOD_PIXELS = " ".join(["128"] * 2304)
+
+
+@pytest.mark.parametrize("row, message", [
+    ("0," + " ".join(["12.5"] * 2304) + ",Training", "line 3: pixels are not 2304 whole numbers"),
+    ("0," + " ".join(["nan"] * 2304) + ",Training", "line 3: pixels are not 2304 whole numbers"),
+    ("0," + GOOD_PIXELS[:-3] + "abc,Training", "line 3: pixels are not 2304 whole numbers"),
+    ("0," + GOOD_PIXELS[:-3] + "999,Training", "line 3: grey levels outside 0..255"),
+    ("0," + GOOD_PIXELS[:-3] + "-12,Training", "line 3: grey levels outside 0..255"),
+    ("0," + " ".join(["1"] * 2303) + ",Training", "line 3: pixels are not 2304"),
+    ("9," + GOOD_PIXELS + ",Training", "line 3: emotion code '9' is not one of 0..6"),
+    ("nan," + GOOD_PIXELS + ",Training", "line 3: emotion code 'nan'"),
+    ("0," + GOOD_PIXELS + ",Holdout", "line 3: unknown Usage 'Holdout'"),
+    ("0," + GOOD_PIXELS + "\0,Training", "line 3"),
+    ("0,\"" + GOOD_PIXELS, "line 3"),  # a quote never closed
+    ("0," + GOOD_PIXELS, "line 3: expected 'emotion,<2304 grey levels>,Usage', found 2 fields"),
+])
+def test_malformed_fer_rows_name_the_line(tmp_path, row, message):
+    path = _fer(tmp_path, ["3," + GOOD_PIXELS + ",Training", row])
+    with pytest.raises(MimikaError, match=message) as e:
+        read_fer2013_csv(path)
+    assert str(e.value).startswith(str(path))
+
+
+def test_fer_csv_with_bom_crlf_and_quoted_fields_is_read(tmp_path):
+    path = _fer(tmp_path, ['3,"' + GOOD_PIXELS + '",Training', "0," + GOOD_PIXELS + ",PublicTest"], eol="\r\n",
+                bom="\ufeff")
+    pixels, emotion, usage = read_fer2013_csv(path)
+    assert pixels.shape == (2, 48, 48) and list(emotion) == [3, 0] and list(usage) == ["Training", "PublicTest"]
+
+
+def test_gzip_cut_short_and_gzip_bomb(tmp_path, monkeypatch):
+    text = ("emotion,pixels,Usage\n" + "".join(f"0,{GOOD_PIXELS},Training\n" for _ in range(50))).encode()
+    cut = tmp_path / "cut.csv.gz"
+    packed = gzip.compress(text)
+    cut.write_bytes(packed[:len(packed) // 2])
+    with pytest.raises(MimikaError, match="cut.csv.gz: line") as e:
+        read_fer2013_csv(cut)
+    assert "Compressed file ended" in str(e.value) or "end-of-stream" in str(e.value)
+    import mimika.datasets.fer2013 as fer
+    monkeypatch.setattr(fer, "MAX_TEXT_BYTES", 1 << 20)  # the real cap is 2 GiB; the mechanism is the same
+    bomb = tmp_path / "bomb.csv.gz"
+    bomb.write_bytes(gzip.compress(b"emotion,pixels,Usage\n0," + b"0" * (8 << 20)))
+    with pytest.raises(MimikaError, match="bomb.csv.gz: .*(decompression bomb|field larger)"):
+        read_fer2013_csv(bomb)
+
+
+@pytest.mark.parametrize("votes, message", [
+    ("10,0,0,0,0,0,0,0,0,-1", "vote counts must be whole numbers >= 0"),
+    ("99999999999999999999,0,0,0,0,0,0,0,0,0", "vote counts must be whole numbers"),
+    ("5000,0,0,0,0,0,0,0,0,0", "a vote count over 1000"),
+    ("1.5,0,0,0,0,0,0,0,0,0", "vote counts must be whole numbers"),
+])
+def test_malformed_ferplus_votes(fer_dir, votes, message):
+    from mimika.datasets.fer2013 import read_ferplus_votes
+    path = fer_dir / "fer2013new.csv"
+    lines = path.read_text().splitlines()
+    usage, name = lines[1].split(",")[:2]
+    lines[1] = f"{usage},{name},{votes}"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(MimikaError, match=f"line 2: {message}"):
+        read_ferplus_votes(path)
+
+
+def test_a_split_without_rows_is_one_line(fer_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MIMIKA_CACHE", str(tmp_path / "cache"))
+    only_train = _fer(tmp_path, [f"3,{GOOD_PIXELS},Training", f"0,{GOOD_PIXELS},Training"], name="train_only.csv")
+    rc = main(["evaluate", "--model", "fer2013", "--data", str(only_train), "--split", "PrivateTest"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no faces to evaluate in split 'PrivateTest'" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("code, message", [("nan", "not a CK\\+ emotion code"), ("inf", "not a CK\\+ emotion code"),
+                                           ("junk", "not a CK\\+ emotion file"), ("9.0", "not a CK\\+ emotion code")])
+def test_ckplus_bad_codes_name_the_file(ckplus_tree, code, message):
+    from mimika.datasets import load_ckplus
+    label = next((ckplus_tree / "Emotion").rglob("*_emotion.txt"))
+    label.write_text(f"   {code}\n")
+    with pytest.raises(MimikaError, match=message) as e:
+        load_ckplus(ckplus_tree, crop="whole")
+    assert label.name in str(e.value)
+
+
+def test_ckplus_fifo_label_and_fifo_frame_do_not_hang(ckplus_tree):
+    from mimika.datasets import load_ckplus
+    label = next((ckplus_tree / "Emotion").rglob("*_emotion.txt"))
+    label.unlink()
+    os.mkfifo(label)
+    with pytest.raises(MimikaError, match="not a regular file"):
+        load_ckplus(ckplus_tree, crop="whole")
+    label.unlink()
+    label.write_text("5\n")
+    frames = sorted((ckplus_tree / "cohn-kanade-images" / "S001" / "001").iterdir())
+    frames[-1].unlink()
+    os.mkfifo(frames[-1])  # a FIFO named like the peak frame
+    data = load_ckplus(ckplus_tree, crop="whole")
+    assert any(frames[-1].name in s for s in data.skipped) and len(data) > 0
+
+
+def test_a_new_layout_is_one_table_entry():
+    from mimika.datasets import LAYOUTS
+    from mimika.datasets.registry import Layout
+    assert [layout.name for layout in LAYOUTS] == ["ferplus", "fer2013", "ckplus", "folders"]
+    assert all(isinstance(layout, Layout) and layout.default_crop in ("whole", "detect") for layout in LAYOUTS)
+
+
+def test_the_package_has_no_import_circle():
+    import subprocess
+    import sys
+    from pathlib import Path
+    script = Path(__file__).resolve().parents[1] / "scripts" / "module_map.py"
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60).stdout
+    assert "import circles: 0" in out, out

@@ -2,6 +2,8 @@
 
 import zipfile
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -63,8 +65,9 @@ def test_corrupt_foreign_and_missing_model_files(tmp_path):
     m = create_model()
     meta, arrays = m.file_contents()
     arrays.pop("param/head.weight")
-    from mimika.modelfile import write_npz
-    write_npz(wrong, meta, arrays)
+    from mimika.config import MODEL_FORMAT
+    from mimika.container import write_container
+    write_container(wrong, MODEL_FORMAT, meta, arrays)
     for path, msg in [(junk, "not a mimika model file"), (foreign, "not a mimika model file"),
                       (pickled, "not a mimika model file"), (truncated, "not a mimika model file"),
                       (wrong, "does not fit"), (tmp_path / "nope.npz", "no such model file")]:
@@ -81,3 +84,92 @@ def test_head_reset_keeps_known_rows():
     model.with_labels(["neutral"] + model.labels)
     assert model.net.head.out_features == 8
     assert torch.equal(model.net.head.weight[1:], old)
+
+
+# --- hostile model files: one clean line, never other answers ---
+
+def _npz_with(tmp_path, name, meta=None, arrays=None, raw_meta=None):
+    """A model-file-shaped .npz with the given JSON document (or raw text) and arrays."""
+    import io
+    import json as _json
+    buf = io.BytesIO()
+    doc = raw_meta if raw_meta is not None else _json.dumps(meta)
+    np.savez(buf, __meta__=np.array(doc), **(arrays or {}))
+    path = tmp_path / name
+    path.write_bytes(buf.getvalue())
+    return path
+
+
+def test_damaged_weights_are_refused_not_used(tmp_path):
+    from mimika.config import MODEL_FORMAT
+    from mimika.container import read_container, write_container
+    model = create_model("seed", seed=0)
+    meta, arrays = model.file_contents()
+    path = write_container(tmp_path / "m.npz", MODEL_FORMAT, meta, arrays)
+    # change one weight and write the archive again with valid zip CRCs: only the checksum can tell
+    meta2, arrays2 = read_container(path, MODEL_FORMAT)
+    arrays2["param/head.bias"] = arrays2["param/head.bias"] + np.float32(0.5)
+    damaged = _npz_with(tmp_path, "damaged.npz", meta2, arrays2)
+    with pytest.raises(MimikaError, match="damaged model file"):
+        Model.load(damaged)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("nested", "not a mimika model file or damaged"),
+    ("wrong_types", "model config"),
+    ("labels_not_list", "'labels' must be a list"),
+    ("huge_crop", "crop width and height"),
+    ("absurd_shape", "does not fit its"),
+    ("object_array", "not allowed"),
+    ("face_cache", "expected 'mimika-model'"),
+])
+def test_hostile_model_files_end_in_one_line(tmp_path, case, message):
+    from mimika.config import MODEL_FORMAT
+    model = create_model("seed", seed=0)
+    meta, arrays = model.file_contents()
+    doc = {"format": MODEL_FORMAT, "format_version": 1, **meta}
+    if case == "nested":
+        path = _npz_with(tmp_path, "m.npz", raw_meta="[" * 100000 + "]" * 100000)
+    elif case == "wrong_types":
+        doc["model"]["std"] = "wide"
+        path = _npz_with(tmp_path, "m.npz", doc, arrays)
+    elif case == "labels_not_list":
+        doc["model"]["labels"] = {"a": 1}
+        path = _npz_with(tmp_path, "m.npz", doc, arrays)
+    elif case == "huge_crop":
+        doc["model"]["crop"]["width"] = 10 ** 9
+        path = _npz_with(tmp_path, "m.npz", doc, arrays)
+    elif case == "absurd_shape":  # a valid archive whose entry header claims 10^12 floats for its 1 KB
+        import zipfile
+        path = _npz_with(tmp_path, "m.npz", doc, arrays)
+        header = "{'descr': '<f4', 'fortran_order': False, 'shape': (1000000000000,), }"
+        header = header.ljust(118) + "\n"
+        entry = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode() + bytes(1024)
+        with zipfile.ZipFile(path, "a") as z:
+            z.writestr("param/extra.npy", entry)
+    elif case == "object_array":
+        path = tmp_path / "m.npz"
+        np.savez(path, __meta__=np.array(json.dumps(doc)), evil=np.array([{"a": 1}], dtype=object))
+    else:
+        doc["format"] = "mimika-faces"
+        path = _npz_with(tmp_path, "m.npz", doc, arrays)
+    with pytest.raises(MimikaError, match=message) as e:
+        Model.load(path)
+    assert str(path) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_encrypted_and_unsupported_zip_entries(tmp_path):
+    good = create_model("seed", seed=0).save(tmp_path / "good.npz")
+    data = bytearray(good.read_bytes())
+    enc = bytearray(data)
+    enc[6] |= 1  # general-purpose flag bit 0 of the first local header: "encrypted"
+    central = enc.find(b"PK\x01\x02")
+    enc[central + 8] |= 1
+    (tmp_path / "enc.npz").write_bytes(bytes(enc))
+    method = bytearray(data)
+    method[8] = 99  # compression method 99 (AES) in the first local header...
+    method[method.find(b"PK\x01\x02") + 10] = 99  # ...and in its central-directory entry
+    (tmp_path / "method.npz").write_bytes(bytes(method))
+    for name in ("enc.npz", "method.npz"):
+        with pytest.raises(MimikaError, match="not a mimika model file or damaged"):
+            Model.load(tmp_path / name)

@@ -149,3 +149,79 @@ def test_recognizer_accepts_npz_onnx_and_loaded_models(astronaut_path):
     assert results[0].scores == results[1].scores and results[2].scores == results[3].scores
     tolerance = 0.01 if _int8(OnnxModel(files[".onnx"])) else 1e-5  # the shipped default is INT8
     assert max(abs(f.scores[results[0].label] - results[2].score) for f in results) < tolerance
+
+
+# --- hostile ONNX files: one clean line; never NaN, never silently other answers ---
+
+@pytest.fixture(scope="module")
+def small_onnx(tmp_path_factory):
+    path = tmp_path_factory.mktemp("onnx") / "m.onnx"
+    return export_onnx(create_model("vgg48", seed=1), path, half=False)
+
+
+def _mutated(src, out, mutate, keep_checksum=True):
+    proto = onnx.load(str(src))
+    mutate(proto)
+    if not keep_checksum:
+        kept = [p for p in proto.metadata_props if p.key != "mimika_graph_sha256"]
+        del proto.metadata_props[:]
+        proto.metadata_props.extend(kept)
+    out.write_bytes(proto.SerializeToString())
+    return out
+
+
+def _scale_first_weight(factor):
+    def mutate(proto):
+        from onnx import numpy_helper
+        init = next(i for i in proto.graph.initializer if numpy_helper.to_array(i).size > 100)
+        init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * np.float32(factor), init.name))
+    return mutate
+
+
+def test_damaged_onnx_weights_are_refused(small_onnx, tmp_path):
+    damaged = _mutated(small_onnx, tmp_path / "d.onnx", _scale_first_weight(1.01))
+    with pytest.raises(MimikaError, match="damaged model file"):
+        OnnxModel(damaged)
+    raw = bytearray(small_onnx.read_bytes())
+    raw[len(raw) // 2] ^= 0x40  # a flipped bit in the middle of the weights
+    (tmp_path / "flip.onnx").write_bytes(bytes(raw))
+    with pytest.raises(MimikaError, match="flip.onnx: (damaged|not a readable)"):
+        OnnxModel(tmp_path / "flip.onnx")
+
+
+def test_nan_weights_are_an_error_never_a_nan_probability(small_onnx, tmp_path):
+    nan = _mutated(small_onnx, tmp_path / "nan.onnx", _scale_first_weight(np.nan), keep_checksum=False)
+    with pytest.raises(MimikaError, match="nan.onnx: the model's output is not a number"):
+        OnnxModel(nan)
+
+
+def test_graphs_that_fail_at_run_time_fail_at_load(small_onnx, tmp_path):
+    def fixed_batch(proto):  # a Reshape to a fixed batch of 1 fails on the probe's batch of 2
+        from onnx import helper, numpy_helper
+        g = proto.graph
+        out = g.output[0].name
+        g.initializer.append(numpy_helper.from_array(np.array([1, -1], np.int64), "shape1"))
+        g.node.append(helper.make_node("Reshape", [out, "shape1"], ["reshaped"]))
+        g.output[0].name = "reshaped"
+        del g.output[0].type.tensor_type.shape.dim[:]
+    bad = _mutated(small_onnx, tmp_path / "bad.onnx", fixed_batch, keep_checksum=False)
+    with pytest.raises(MimikaError, match="bad.onnx: (the model failed to run|the model's output has shape)"):
+        OnnxModel(bad)
+
+
+def test_onnx_without_config_or_with_wrong_config(small_onnx, tmp_path):
+    def drop_config(proto):
+        kept = [p for p in proto.metadata_props if p.key != "mimika_config"]
+        del proto.metadata_props[:]
+        proto.metadata_props.extend(kept)
+    with pytest.raises(MimikaError, match="without mimika's configuration"):
+        OnnxModel(_mutated(small_onnx, tmp_path / "noconf.onnx", drop_config))
+
+    def bad_labels(proto):
+        for p in proto.metadata_props:
+            if p.key == "mimika_config":
+                conf = json.loads(p.value)
+                conf["labels"] = conf["labels"][:3]
+                p.value = json.dumps(conf)
+    with pytest.raises(MimikaError, match="output has shape"):
+        OnnxModel(_mutated(small_onnx, tmp_path / "labels.onnx", bad_labels))

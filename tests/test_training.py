@@ -1,5 +1,7 @@
 """Module 3: training, convergence, checkpoints, resume and fine-tuning."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -137,3 +139,70 @@ def test_fine_tune_with_a_new_class_widens_the_head(astronaut_face):
     codes[:4] = 0  # neutral is not among the seed model's classes
     model = fine_tune(create_model("seed", seed=0), faces[:, None], codes, epochs=1, crop="whole", log=quiet)
     assert model.labels[0] == "neutral" and model.net.head.out_features == 8
+
+
+def test_validation_figure_is_the_saved_models(ckplus_tree, tmp_path, capsys):
+    """Per-epoch validation scores the weights as they are saved (float16 with --half, the model's
+    test-time augmentation): the last epoch's figure, the saved file's and `evaluate`'s agree."""
+    import re
+    from mimika.cli import main
+    out = tmp_path / "m.npz"
+    assert main(["train", "--data", str(ckplus_tree), "--val-subjects", "0.5", "--epochs", "2", "--half",
+                 "--out", str(out), "--crop", "whole"]) == 0
+    text = capsys.readouterr().out
+    last = float(re.findall(r"val acc (\d\.\d+)", text)[-1])
+    saved = float(re.search(r"validation accuracy of the saved weights (\d\.\d+)", text).group(1))
+    assert main(["evaluate", "--model", str(out), "--data", str(ckplus_tree), "--split", "heldout", "--json",
+                 "--crop", "whole"]) == 0
+    assert last == saved == round(json.loads(capsys.readouterr().out)["accuracy"], 4)
+
+
+def test_full_disk_while_checkpointing_is_one_line_and_keeps_the_last_checkpoint(ckplus_tree, tmp_path):
+    """A full disk (here: a file-size limit, which fails writes as a full disk does) while writing the
+    next checkpoint: one line naming the file, the previous checkpoint intact, no temporary file."""
+    import subprocess
+    import sys
+    ckpt, out = tmp_path / "run.ckpt.npz", tmp_path / "m.npz"
+    args = ["train", "--data", str(ckplus_tree), "--crop", "whole", "--checkpoint", str(ckpt), "--out", str(out)]
+    from mimika.cli import main
+    assert main(args + ["--epochs", "1"]) == 0
+    before = ckpt.read_bytes()
+    limit = ("import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+             f"resource.setrlimit(resource.RLIMIT_FSIZE, ({len(before) // 2}, {len(before) // 2})); "
+             "from mimika.cli import main; sys.exit(main(sys.argv[1:]))")
+    r = subprocess.run([sys.executable, "-c", limit, *args, "--epochs", "2", "--resume", str(ckpt)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    err = [line for line in r.stderr.splitlines() if line.startswith("mimika: error")]
+    assert len(err) == 1 and str(ckpt) in err[0] and "intact" in err[0] and "after epoch 2" in err[0]
+    assert r.stderr.strip().splitlines()[-1] == err[0]
+    assert ckpt.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    target = tmp_path / "run.ckpt.npz"
+    code = ("import sys, time; from mimika.fileio import atomic_path\n"
+            "with atomic_path(sys.argv[1]) as tmp:\n"
+            "    open(tmp, 'wb').write(b'half a checkpoint'); print(tmp, flush=True); time.sleep(60)")
+    child = subprocess.Popen([sys.executable, "-c", code, str(target)], stdout=subprocess.PIPE, text=True)
+    left = child.stdout.readline().strip()
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+    from pathlib import Path
+    assert Path(left).exists() and not target.exists()  # the kill left its temporary file behind
+    from mimika.fileio import write_bytes
+    write_bytes(target, b"whole")
+    assert not Path(left).exists() and [p.name for p in tmp_path.iterdir()] == ["run.ckpt.npz"]
+
+
+def test_fine_tune_accepts_label_names(astronaut_face):
+    faces, codes = two_class_faces(astronaut_face, n=4)
+    names = ["happy" if c == 5 else "surprise" for c in codes]
+    model = fine_tune(create_model("seed", seed=0), faces[:, None], names, epochs=1, crop="whole", log=quiet)
+    assert model.labels == mimika.CKPLUS_EMOTIONS
+    with pytest.raises(MimikaError, match="'sleepy' is neither a CK\\+ emotion code"):
+        fine_tune(model, faces[:, None], ["sleepy"] * len(codes), epochs=1, crop="whole", log=quiet)

@@ -2,7 +2,7 @@
 
 The key covers the data (each file's path, size and modification time) and the preparation
 settings (crop size, margin, crop mode, detector), so a change to either makes a new entry.
-Entries are pickle-free `.npz` files written atomically in $MIMIKA_CACHE (default
+Entries are pickle-free containers (`mimika/container.py`) written atomically in $MIMIKA_CACHE (default
 ~/.cache/mimika).
 """
 
@@ -16,10 +16,11 @@ from typing import Callable
 
 import numpy as np
 
-from ..modelfile import read_npz, write_npz
-from .base import FaceSet
+from ..container import read_container, write_container
+from .faceset import FaceSet
 
 CACHE_VERSION = 1
+FORMAT = "mimika-faces"  # a cache entry is not a model file, and cannot be loaded as one
 
 
 def cache_dir() -> Path:
@@ -41,11 +42,11 @@ def _save(path: Path, data: FaceSet) -> None:
         arrays["splits"] = data.splits.astype(str)
     if data.soft is not None:
         arrays["soft"] = data.soft
-    write_npz(path, {"faceset": {"labels": data.labels, "skipped": data.skipped, "notes": data.notes}}, arrays)
+    write_container(path, FORMAT, {"faceset": {"labels": data.labels, "skipped": data.skipped, "notes": data.notes}}, arrays)
 
 
 def _load(path: Path) -> FaceSet:
-    meta, a = read_npz(path)
+    meta, a = read_container(path, FORMAT, "face cache")
     m = meta["faceset"]
     return FaceSet(a["faces"], a["y"], m["labels"], a["subjects"], a["sources"].tolist(), m["skipped"],
                    m["notes"], a.get("splits"), a.get("soft"))

@@ -17,8 +17,9 @@ import numpy as np
 from ..crop import CropSpec
 from ..errors import MimikaError
 from ..images import IMAGE_SUFFIXES
-from ..labels import CKPLUS_EMOTIONS, code_to_label
-from .base import FaceSet, crop_files, stack_faces
+from ..labels import CKPLUS_EMOTIONS, code_to_label, in_code_order
+from .faceset import FaceSet
+from .prepare import crop_files, stack_faces
 
 IMAGE_TREE, LABEL_TREE = "cohn-kanade-images", "Emotion"
 
@@ -28,8 +29,12 @@ def is_ckplus_root(path: Path) -> bool:
 
 
 def read_emotion_file(path: Path) -> str:
+    """The label of a CK+ `*_emotion.txt` file (one number, e.g. `   3.0000000e+00`)."""
+    if not path.is_file():  # a FIFO or device would block the read
+        raise MimikaError(f"{path}: not a regular file")
     try:
-        text = path.read_text().strip()
+        with open(path, "rb") as f:
+            text = f.read(256).decode("ascii").strip()  # one number: a longer file is not an emotion file
         code = float(text.split()[0])
     except (OSError, UnicodeDecodeError, ValueError, IndexError):
         raise MimikaError(f"{path}: not a CK+ emotion file (expected one number, e.g. 3.0000000e+00)") from None
@@ -78,9 +83,7 @@ def load_ckplus(datadir: str | os.PathLike, labeldir: str | os.PathLike | None =
     if not files:
         raise MimikaError(f"{labeldir}: no labelled sequences (no *_emotion.txt beside a folder of {datadir})")
 
-    labels = list(CKPLUS_EMOTIONS)
-    if "neutral" in names:
-        labels = ["neutral"] + labels
+    labels = in_code_order(CKPLUS_EMOTIONS + names)
     crops, ok, skipped, notes = crop_files(files, spec, crop, "CK+ frames", detector)
     if not ok:
         raise MimikaError(f"{datadir}: none of the {len(files)} labelled frames could be read")

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..crop import CropSpec, single_face
-from ..detection import DATASET_DETECTOR, PRESETS
+from ..crop import CropSpec
 from ..errors import MimikaError
 from ..images import list_images, to_gray
-from ..labels import CKPLUS_EMOTIONS, canonical_label, code_to_label
-from .base import FaceSet, crop_files, stack_faces
+from ..labels import CKPLUS_EMOTIONS, canonical_label, in_code_order, label_of
+from .faceset import FaceSet
+from .prepare import crop_files, crop_images, stack_faces
 
 SUBJECT_RE = re.compile(r"^(S\d+)_")  # CK+-style file names carry the subject id
 
@@ -38,7 +38,7 @@ def load_class_folders(root: str | os.PathLike, spec: CropSpec, crop: str = "who
             names.append(canonical_label(d.name))
     if not files:
         raise MimikaError(f"{root}: the class folders hold no images")
-    labels = [n for n in (["neutral"] + CKPLUS_EMOTIONS) if n in set(names)]
+    labels = in_code_order(names)
     crops, ok, skipped, notes = crop_files(files, spec, crop, f"reading {root.name}", detector)
     if not ok:
         raise MimikaError(f"{root}: none of the {len(files)} images could be read")
@@ -47,30 +47,28 @@ def load_class_folders(root: str | os.PathLike, spec: CropSpec, crop: str = "who
                    labels, np.array(subjects, dtype=str), [str(files[i]) for i in ok], skipped, notes)
 
 
-def faces_from_arrays(images: np.ndarray, codes, spec: CropSpec, crop: str = "detect") -> FaceSet:
-    """A face set from an N x K x H x W array (K = 1 gray or 3 RGB; any H, W) and CK+ codes.
+def faces_from_arrays(images: np.ndarray, labels, spec: CropSpec, crop: str = "detect") -> FaceSet:
+    """A face set from an N x K x H x W array (K = 1 gray or 3 RGB; any H, W) and a label per
+    image: CK+ codes (0..7) or emotion names ("happiness", "happy").
 
     The face in each image is found and resized to the model input (the whole image is used
     where none is detected)."""
     images = np.asarray(images)
-    codes = np.asarray(codes).reshape(-1)
+    values = np.asarray(labels, dtype=object).reshape(-1)
     if images.ndim == 3:
         images = images[:, None]
     if images.ndim != 4 or images.shape[1] not in (1, 3):
         raise MimikaError(f"faces must be an N x K x H x W array with K = 1 or 3, got shape {images.shape}")
-    if len(codes) != len(images):
-        raise MimikaError(f"{len(images)} faces but {len(codes)} labels")
+    if len(values) != len(images):
+        raise MimikaError(f"{len(images)} faces but {len(values)} labels")
     if len(images) == 0:
         raise MimikaError("no faces given")
-    names = [code_to_label(c, f"label {i}") for i, c in enumerate(codes)]
-    detector = PRESETS[DATASET_DETECTOR]
-    crops, undetected = [], 0
-    for i, img in enumerate(images):
-        gray = to_gray(np.moveaxis(img, 0, -1), order="rgb", where=f"face {i}")
-        face, found = single_face(gray, spec, crop, detector)
-        undetected += crop == "detect" and not found
-        crops.append(face)
-    labels = [n for n in (["neutral"] + CKPLUS_EMOTIONS) if n in set(names)]
-    notes = [f"no face detected in {undetected} of {len(images)} images, used whole"] if undetected else []
-    return FaceSet(stack_faces(crops, spec), np.array([labels.index(n) for n in names], np.int64), labels,
+    names = [label_of(v, f"label {i}") for i, v in enumerate(values)]
+    crops, ok, skipped, notes = crop_images(
+        ((f"face {i}", lambda img=img, i=i: to_gray(np.moveaxis(img, 0, -1), where=f"face {i}"))
+         for i, img in enumerate(images)), spec, crop, desc="faces")
+    if skipped:
+        raise MimikaError(skipped[0])
+    label_list = in_code_order(names)
+    return FaceSet(stack_faces(crops, spec), np.array([label_list.index(n) for n in names], np.int64), label_list,
                    np.array([""] * len(names)), [f"array[{i}]" for i in range(len(names))], [], notes)

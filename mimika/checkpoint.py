@@ -1,0 +1,120 @@
+"""Training checkpoints: everything a run needs to continue exactly where it stopped.
+
+A checkpoint is a model file (it loads as a model) with the training state beside the weights:
+the optimizer's momentum, the epoch and history, the best weights so far, both random states,
+the options and a fingerprint of the training data. Restoring refuses a checkpoint made on other
+data, with other fixed options, or of another network, so a resumed run ends with the same
+weights as one that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import MODEL_FORMAT
+from .container import read_container, write_container
+from .datasets import FaceSet
+from .errors import MimikaError
+from .model import Model
+from .options import TrainOptions, fixed_options
+
+WHAT = "training checkpoint"
+
+
+@dataclass
+class EpochStats:
+    epoch: int
+    train_loss: float
+    val_loss: float | None
+    val_accuracy: float | None
+    seconds: float
+
+    def line(self, total: int | None) -> str:
+        of = f"/{total}" if total else ""
+        val = (f"  val loss {self.val_loss:.4f}  val acc {self.val_accuracy:.4f}"
+               if self.val_loss is not None else "")
+        return f"epoch {self.epoch}{of}  train loss {self.train_loss:.4f}{val}  ({self.seconds:.1f}s)"
+
+
+@dataclass
+class TrainingState:
+    """What a run carries from epoch to epoch besides the weights and the optimizer."""
+
+    history: list[EpochStats]
+    best: tuple[float, int, dict] | None  # (validation accuracy, epoch, weights)
+    numpy_rng: dict | None = None
+
+
+def data_fingerprint(data: FaceSet) -> str:
+    """A short id of the training data, so a checkpoint is not resumed on other data."""
+    h = hashlib.sha1(np.ascontiguousarray(data.faces).tobytes())
+    h.update(np.ascontiguousarray(data.y).tobytes())
+    return h.hexdigest()[:16]
+
+
+def save(path: str | os.PathLike, model: Model, optimizer: torch.optim.Optimizer, options: TrainOptions,
+         state: TrainingState, rng: np.random.Generator, fingerprint: str) -> Path:
+    """Write the checkpoint atomically (a kill mid-write leaves the previous one whole)."""
+    meta, arrays = model.file_contents("float32")
+    for name, p in model.net.named_parameters():
+        buf = optimizer.state.get(p, {}).get("momentum_buffer")
+        if buf is not None:
+            arrays[f"optim/{name}"] = buf.detach().numpy().copy()
+    arrays["rng/torch"] = torch.get_rng_state().numpy().copy()
+    if state.best is not None:
+        arrays.update({f"best/{k}": v.numpy().copy() for k, v in state.best[2].items()})
+    meta["training"] = {
+        "best": None if state.best is None else [state.best[0], state.best[1]],
+        "epoch": len(state.history),
+        "history": [asdict(h) for h in state.history],
+        "options": asdict(options),
+        "numpy_rng": rng.bit_generator.state,
+        "data": fingerprint,
+    }
+    return write_container(path, MODEL_FORMAT, meta, arrays)
+
+
+def restore(path: str | os.PathLike, model: Model, optimizer: torch.optim.Optimizer, options: TrainOptions,
+            rng: np.random.Generator, fingerprint: str) -> TrainingState:
+    """Load the checkpoint into `model`, `optimizer` and the random states; the run's history."""
+    path = Path(path)
+    meta, arrays = read_container(path, MODEL_FORMAT, WHAT)
+    state = meta.get("training")
+    if not isinstance(state, dict):
+        raise MimikaError(f"{path}: a model file, not a {WHAT} (nothing to resume)")
+    try:
+        if state["data"] != fingerprint:
+            raise MimikaError(f"{path}: the checkpoint was made on other training data")
+        saved_options = state["options"]
+        defaults = asdict(TrainOptions())
+        diff = [f"{k} {saved_options.get(k, defaults[k])} -> {getattr(options, k)}" for k in fixed_options()
+                if saved_options.get(k, defaults[k]) != getattr(options, k)]
+        if diff:
+            raise MimikaError(f"{path}: the checkpoint was made with other settings ({'; '.join(diff)})")
+        saved = Model.from_file_contents(path, meta, arrays)
+        if saved.config.arch != model.config.arch or saved.labels != model.labels:
+            raise MimikaError(f"{path}: the checkpoint is of another architecture or label list")
+        model.net.load_state_dict(saved.net.state_dict())
+        model.config = saved.config
+        for name, p in model.net.named_parameters():
+            if f"optim/{name}" in arrays:
+                optimizer.state[p]["momentum_buffer"] = torch.from_numpy(arrays[f"optim/{name}"].copy())
+        torch.set_rng_state(torch.from_numpy(arrays["rng/torch"].copy()))
+        rng.bit_generator.state = state["numpy_rng"]
+        history = [EpochStats(**h) for h in state["history"]]
+        best = None
+        if state.get("best"):
+            weights = {k[len("best/"):]: torch.from_numpy(v.copy()) for k, v in arrays.items()
+                       if k.startswith("best/")}
+            best = (float(state["best"][0]), int(state["best"][1]), weights)
+    except MimikaError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+        raise MimikaError(f"{path}: damaged {WHAT} ({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
+    return TrainingState(history, best)

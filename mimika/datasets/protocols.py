@@ -1,0 +1,63 @@
+"""Which faces train, which select, which test: the protocols, as functions the CLI and the API share.
+
+- A set with its own splits (FER2013's Usage) trains on Training and validates on PublicTest;
+  PrivateTest is never touched by training or by any choice.
+- Any other set can hold out a fraction of its subjects for validation, so no person is on both
+  sides; the held-out subjects are recorded in the model, and `evaluation_set(..., "heldout")`
+  finds them again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import MimikaError
+from .faceset import FaceSet, held_out_subjects, split_name
+
+
+@dataclass
+class Split:
+    """Training and validation faces, and how they were chosen (recorded in the model's info)."""
+
+    train: FaceSet
+    val: FaceSet | None
+    info: dict = field(default_factory=dict)
+    description: str = ""
+
+
+def train_val_split(data: FaceSet, val_subjects: float = 0.0, seed: int = 0) -> Split:
+    """The protocol's training and validation sets: held-out subjects when `val_subjects` > 0,
+    else the dataset's own Training / PublicTest split when it has one, else no validation."""
+    if val_subjects:
+        held = held_out_subjects(data.subjects, val_subjects, seed)
+        val, train = data.with_subjects(held), data.with_subjects(held, keep=False)
+        return Split(train, val, {"val_fraction": val_subjects, "seed": seed, "val_subjects": held},
+                     f"validation: {len(val)} faces of {len(held)} held-out subjects; training: {len(train)} faces")
+    if data.splits is not None:
+        train, val = data.split("Training"), data.split("PublicTest")
+        if len(train) == 0:
+            raise MimikaError("the data has no faces in its Training split")
+        return Split(train, val if len(val) else None, {"train": "Training", "val": "PublicTest"},
+                     f"protocol: training on Training ({len(train)} faces), validating on PublicTest "
+                     f"({len(val)} faces); PrivateTest is not touched")
+    return Split(data, None, {}, f"training on all {len(data)} faces, no validation")
+
+
+def evaluation_set(data: FaceSet, split: str = "all", model_info: dict | None = None,
+                   model_name: str = "the model") -> FaceSet:
+    """The faces to score: all; "heldout", the subjects the model's training held out (recorded in
+    its info); or one of the dataset's own splits (Training, PublicTest, PrivateTest)."""
+    if split == "all":
+        out = data
+    elif split == "heldout":
+        held = (model_info or {}).get("split", {}).get("val_subjects")
+        if not held:
+            raise MimikaError(f"{model_name}: the model records no held-out subjects (trained without --val-subjects)")
+        out = data.with_subjects(held)
+        if len(out) == 0:
+            raise MimikaError(f"none of {model_name}'s held-out subjects are in this data")
+    else:
+        out = data.split(split_name(split))
+    if len(out) == 0:
+        raise MimikaError(f"no faces to evaluate in split {split!r}")
+    return out

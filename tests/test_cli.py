@@ -1,0 +1,194 @@
+"""The command line as a new user meets it: outputs that never overwrite or run together, every
+argument error one line (with the subcommand's usage), help for every flag."""
+
+import csv
+import io
+import json
+import shutil
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+import mimika
+from mimika.cli import _parser, main
+
+
+def _clip(path, bgr, frames=6, fps=10):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, bgr.shape[1::-1])
+    for i in range(frames):
+        writer.write(np.roll(bgr, 2 * i, axis=1))
+    writer.release()
+    return path
+
+
+def test_annotated_copies_mirror_the_inputs_and_never_overwrite(astronaut_path, astronaut_bgr, tmp_path, capsys):
+    for sub in ("a", "b"):
+        (tmp_path / "in" / sub).mkdir(parents=True)
+        shutil.copy(astronaut_path, tmp_path / "in" / sub / "face.jpg")
+    cv2.imwrite(str(tmp_path / "in" / "b" / "face.png"), astronaut_bgr)  # same stem, other format
+    shutil.copy(astronaut_path, tmp_path / "face.jpg")
+    out = tmp_path / "out"
+    assert main(["predict", str(tmp_path / "in"), str(tmp_path / "face.jpg"), "--annotate", str(out)]) == 0
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert written == ["face.jpg", "in/a/face.jpg", "in/b/face.jpg", "in/b/face.png"]
+    assert cv2.imread(str(out / "in/b/face.png")).shape == astronaut_bgr.shape
+    assert open(out / "in/a/face.jpg", "rb").read(2) == b"\xff\xd8"  # JPEG in, JPEG out
+    # the same file given twice gets two names, not one overwritten
+    assert main(["predict", str(astronaut_path), str(astronaut_path), "--annotate", str(tmp_path / "twice")]) == 0
+    assert sorted(p.name for p in (tmp_path / "twice").iterdir()) == ["astronaut-2.jpg", "astronaut.jpg"]
+
+
+@pytest.mark.parametrize("target", ["file", "under_file"])
+def test_annotate_into_a_file_is_one_line_before_any_work(astronaut_path, tmp_path, capsys, target):
+    f = tmp_path / "f.txt"
+    f.write_text("x")
+    dest = f if target == "file" else f / "sub"
+    assert main(["predict", str(astronaut_path), "--annotate", str(dest)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and str(f) in err
+
+
+def test_csv_rows_for_video_frames_and_files_without_faces(astronaut_bgr, tmp_path, capsys):
+    video = _clip(tmp_path / "clip.avi", astronaut_bgr, frames=4)
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((120, 160), 90, np.uint8))
+    assert main(["predict", str(blank), str(video), "--csv", "--every", "2"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [(r["file"], r["frame"], r["time"], r["face"]) for r in rows] == [
+        (str(blank), "", "", ""), (str(video), "0", "0.000", "1"), (str(video), "2", "0.200", "1")]
+    assert rows[0]["label"] == "" and rows[0]["error"] == ""
+
+
+def test_jsonl_streams_one_object_per_input(astronaut_path, tmp_path, capsys):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    assert main(["predict", str(astronaut_path), str(bad), "--jsonl"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    objs = [json.loads(line) for line in lines]
+    assert [o["file"] for o in objs] == [str(astronaut_path), str(bad)]
+    assert len(objs[0]["faces"]) == 1 and "error" in objs[1]
+
+
+def test_output_formats_are_mutually_exclusive(astronaut_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["predict", str(astronaut_path), "--json", "--csv"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "not allowed with" in err and err.startswith("usage: mimika predict")
+
+
+def test_table_columns_never_run_together():
+    labels = ["neutral", "a-very-long-emotion-name", "happiness"]
+    face = mimika.Face((12345, 67890, 23456, 34567), dict(zip(labels, [0.5, 0.3, 0.2])))
+    table = mimika.ImageResult("x.jpg", [face]).table()
+    for line in table.splitlines()[1:]:
+        cells = line.split()
+        assert any(c in labels for c in cells), line  # the label is a cell of its own
+    assert "box 12345,67890,23456,34567  " in table
+
+
+def test_results_convert_to_a_dataframe(astronaut_path, tmp_path):
+    pd = pytest.importorskip("pandas")
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((50, 50), 90, np.uint8))
+    rec = mimika.Recognizer()
+    results = mimika.Results(rec.get_files([astronaut_path, blank]))
+    df = results.to_df(rec.model.labels)
+    assert isinstance(df, pd.DataFrame) and len(df) == 2
+    assert list(df.columns[:11]) == ["file", "frame", "time", "face", "track", "x", "y", "w", "h", "label", "score"]
+    assert abs(df.loc[0, rec.model.labels].sum() - 1) < 1e-6 and pd.isna(df.loc[1, "face"])
+
+
+def test_dataframe_without_pandas_is_one_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    with pytest.raises(mimika.MimikaError, match="pip install pandas"):
+        mimika.Results([]).to_df(["happiness"])
+
+
+def test_whole_image_crop_takes_each_image_as_one_face(astronaut_face, tmp_path, capsys):
+    face = tmp_path / "face.png"
+    cv2.imwrite(str(face), cv2.resize(astronaut_face, (48, 48)))  # too small for the detector
+    assert main(["predict", str(face), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["faces"] == []
+    assert main(["predict", str(face), "--json", "--crop", "whole"]) == 0
+    got, = json.loads(capsys.readouterr().out)[0]["faces"]
+    assert got["box"] == [0, 0, 48, 48]
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["predict", "x.jpg", "--scale-factor", "1.0"], "--scale-factor"),
+    (["predict", "x.jpg", "--min-face", "-5"], "--min-face"),
+    (["predict", "x.jpg", "--downscale", "0"], "--downscale"),
+    (["predict", "x.jpg", "--every", "0"], "--every"),
+    (["predict", "x.jpg", "--min-neighbors", "x"], "--min-neighbors"),
+    (["train", "--data", "d", "--margin", "-3"], "--margin"),
+    (["train", "--data", "d", "--epochs", "0"], "--epochs"),
+    (["train", "--data", "d", "--lr", "-1"], "--lr"),
+    (["train", "--data", "d", "--val-subjects", "1.5"], "--val-subjects"),
+    (["crossval", "--data", "d", "--out-dir", "o", "--folds", "1"], "--folds"),
+    (["export", "m.npz", "o.onnx", "--calibration-faces", "0"], "--calibration-faces"),
+])
+def test_argument_errors_print_the_subcommand_usage(capsys, args, flag):
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "Traceback" not in err
+    assert err.startswith(f"usage: mimika {args[0]}") and flag in err.splitlines()[-1]
+
+
+def test_detector_settings_are_checked_in_the_api_too():
+    with pytest.raises(mimika.MimikaError, match="scale_factor"):
+        mimika.get_detector("default", scale_factor=1.0)
+    with pytest.raises(mimika.MimikaError, match="downscale"):
+        mimika.HaarDetector(downscale=0)
+
+
+def _one_line(capsys, rc, expect_rc=2):
+    err = capsys.readouterr().err
+    assert rc == expect_rc and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+def test_train_checks_its_outputs_before_training(ckplus_tree, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    err = _one_line(capsys, main(["train", "--data", str(ckplus_tree), "--epochs", "1",
+                                  "--out", str(blocker / "model.npz")]))
+    assert "model file" in err and "epoch" not in capsys.readouterr().out
+    err = _one_line(capsys, main(["train", "--data", str(ckplus_tree), "--epochs", "1", "--out",
+                                  str(tmp_path / "m.npz"), "--resume", str(tmp_path / "missing.ckpt.npz")]))
+    assert "no such training checkpoint" in err
+
+
+def test_confusion_without_matplotlib_is_checked_first(tmp_path, capsys, monkeypatch):
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    err = _one_line(capsys, main(["evaluate", "--data", str(tmp_path / "nothing"), "--confusion", "cm.png"]))
+    assert "pip install matplotlib" in err
+
+
+def test_int8_without_calibration_and_calibration_without_int8(tmp_path, capsys):
+    assert "--int8 needs --calibration" in _one_line(capsys, main(["export", "seed", str(tmp_path / "o.onnx"), "--int8"]))
+    assert "--calibration is for --int8" in _one_line(
+        capsys, main(["export", "seed", str(tmp_path / "o.onnx"), "--calibration", "x"]))
+
+
+def test_every_flag_is_described_with_examples():
+    parser = _parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, p in sub.choices.items():
+        assert "examples:" in (p.epilog or ""), name
+        for action in p._actions:
+            if action.option_strings and action.dest != "help":
+                assert action.help, f"{name} {action.option_strings}"
+                if action.default not in (None, False):
+                    assert "(default:" in p.formatter_class(name)._get_help_string(action), action.dest
+
+
+def test_version_comes_from_the_package_metadata():
+    from importlib.metadata import version
+    r = subprocess.run([sys.executable, "-m", "mimika", "--version"], capture_output=True, text=True, timeout=60)
+    assert r.stdout.strip() == f"mimika {version('mimika')}" == f"mimika {mimika.__version__}"
