@@ -24,25 +24,35 @@ COLOR = (60, 200, 60)  # BGR
 WRITABLE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
-def draw_faces(image, faces: list[Face], color: str = "rgb") -> np.ndarray:
-    """A BGR copy of the image with boxes and "label 0.93" captions. Line and text sizes follow the
-    image's size, so captions stay readable on photos of any size; a caption sits outside its box
-    (above it, or below when there is no room), never over the box's line."""
-    canvas = read_color(image, color=color).copy()
-    H, W = canvas.shape[:2]
+def caption_layout(box, text: str, shape: tuple[int, ...]) -> tuple[tuple[int, int, int, int], float, int]:
+    """Where a face's caption goes: its background rectangle (left, top, right, bottom), the font
+    scale and the line thickness. Sizes follow the image (readable on any photo); the caption sits
+    outside the box, above it or, without room there, below it, never over the box's line."""
+    H, W = shape[:2]
     thick = max(1, round(min(H, W) / 300))
     scale = max(0.4, min(H, W) / 900)
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, max(1, thick // 2))
+    pad = max(2, thick)
+    x, y, w, h = box
+    box_h, box_w = th + base + 2 * pad, tw + 2 * pad
+    above = y - thick - box_h
+    top = above if above >= 0 else min(y + h + thick + 1, H - box_h)
+    left = min(max(0, x - thick // 2), max(0, W - box_w))
+    return (left, top, left + box_w, top + box_h), scale, thick
+
+
+def draw_faces(image, faces: list[Face], color: str = "rgb") -> np.ndarray:
+    """A BGR copy of the image with boxes and "label 0.93" captions (placed by `caption_layout`)."""
+    canvas = read_color(image, color=color).copy()
     for face in faces:
         x, y, w, h = face.box
-        cv2.rectangle(canvas, (x, y), (x + w, y + h), COLOR, thick)
         text = f"{face.label} {face.score:.2f}"
-        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, max(1, thick // 2))
+        (left, top, right, bottom), scale, thick = caption_layout(face.box, text, canvas.shape)
+        cv2.rectangle(canvas, (x, y), (x + w, y + h), COLOR, thick)
+        cv2.rectangle(canvas, (left, top), (right, bottom), COLOR, -1)
         pad = max(2, thick)
-        box_h = th + base + 2 * pad
-        top = y - thick - box_h if y - thick - box_h >= 0 else min(y + h + thick, H - box_h)
-        left = min(max(0, x - thick // 2), max(0, W - tw - 2 * pad))
-        cv2.rectangle(canvas, (left, top), (left + tw + 2 * pad, top + box_h), COLOR, -1)
-        cv2.putText(canvas, text, (left + pad, top + pad + th), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0),
+        base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, max(1, thick // 2))[1]
+        cv2.putText(canvas, text, (left + pad, bottom - pad - base), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0),
                     max(1, thick // 2), cv2.LINE_AA)
     return canvas
 

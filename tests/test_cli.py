@@ -192,3 +192,16 @@ def test_version_comes_from_the_package_metadata():
     from importlib.metadata import version
     r = subprocess.run([sys.executable, "-m", "mimika", "--version"], capture_output=True, text=True, timeout=60)
     assert r.stdout.strip() == f"mimika {version('mimika')}" == f"mimika {mimika.__version__}"
+
+
+@pytest.mark.parametrize("shape", [(120, 160), (480, 640), (3000, 4000)])
+def test_captions_scale_with_the_photo_and_stay_off_the_box_line(shape):
+    from mimika.annotate import caption_layout
+    H, W = shape
+    for box in [(W // 3, H // 3, W // 4, W // 4), (5, 2, W // 5, W // 5)]:  # room above; none above
+        (left, top, right, bottom), scale, thick = caption_layout(box, "happiness 0.99", shape)
+        x, y, w, h = box
+        line = (y - thick, y + h + thick)  # the rows the box's horizontal lines may cover
+        assert bottom <= line[0] or top >= line[1]  # never over the box's line
+        assert 0 <= left and right <= W and 0 <= top and bottom <= H
+        assert (bottom - top) >= 0.02 * min(H, W) or (bottom - top) >= 14  # readable: grows with the photo
