@@ -32,7 +32,7 @@ from detection import photo_640x480  # noqa: E402
 
 import mimika  # noqa: E402
 from mimika.config import DEFAULT_MODEL, shipped_models  # noqa: E402
-from mimika.detection import PRESETS  # noqa: E402
+from mimika.detection import DEFAULT_DETECTOR, PRESETS  # noqa: E402
 
 
 def run_process(args: list[str]) -> tuple[float, float]:
@@ -92,7 +92,7 @@ def main() -> None:
         detect = median_time(lambda: rec.detector(photo), a.repeats * 3)
         print(f"   detector {name:<9} {total * 1000:7.2f} ms  (detection {detect * 1000:6.2f} ms, "
               f"{len(rec.get(photo))} face)")
-    rec.detector = PRESETS["default"]
+    rec.detector = PRESETS[DEFAULT_DETECTOR]
     gray = cv2.cvtColor(photo, cv2.COLOR_GRAY2BGR)[:, :, 0]
     face = mimika.crop_face(gray, rec.detector(gray)[0], rec.model.config.crop)
     crops = np.repeat(face[None], a.batch, axis=0)

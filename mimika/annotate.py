@@ -21,6 +21,7 @@ from .images import read_color
 from .results import Face, ImageResult
 
 COLOR = (60, 200, 60)  # BGR
+LANDMARK_COLOR = (40, 40, 230)
 WRITABLE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
@@ -41,12 +42,17 @@ def caption_layout(box, text: str, shape: tuple[int, ...]) -> tuple[tuple[int, i
     return (left, top, left + box_w, top + box_h), scale, thick
 
 
-def draw_faces(image, faces: list[Face], color: str = "rgb") -> np.ndarray:
-    """A BGR copy of the image with boxes and "label 0.93" captions (placed by `caption_layout`)."""
+def draw_faces(image, faces: list[Face], color: str = "rgb", landmarks: bool = False) -> np.ndarray:
+    """A BGR copy of the image with boxes and "label 0.93" captions (placed by `caption_layout`), and
+    each face's landmarks as dots when asked."""
     canvas = read_color(image, color=color).copy()
     for face in faces:
+        if landmarks and face.landmarks is not None:
+            radius = max(2, round(face.box[2] / 40))
+            for x, y in face.landmarks:
+                cv2.circle(canvas, (round(x), round(y)), radius, LANDMARK_COLOR, -1, cv2.LINE_AA)
         x, y, w, h = face.box
-        text = f"{face.label} {face.score:.2f}"
+        text = f"{'' if face.track_id is None else f'#{face.track_id} '}{face.label} {face.score:.2f}"
         (left, top, right, bottom), scale, thick = caption_layout(face.box, text, canvas.shape)
         cv2.rectangle(canvas, (x, y), (x + w, y + h), COLOR, thick)
         cv2.rectangle(canvas, (left, top), (right, bottom), COLOR, -1)
@@ -85,9 +91,9 @@ def video_writer(path: str | os.PathLike, fps: float, size: tuple[int, int]) -> 
 class Annotator:
     """Writes the annotated copy of each result below `out_dir`, named after its input."""
 
-    def __init__(self, out_dir: str | os.PathLike, every: int = 1):
+    def __init__(self, out_dir: str | os.PathLike, every: int = 1, landmarks: bool = False):
         self.out_dir = check_writable_dir(out_dir, "--annotate folder")
-        self.every = every
+        self.every, self.landmarks = every, landmarks
         self.used: set[Path] = set()
         self._video: contextlib.ExitStack | None = None
         self._writer = None
@@ -106,7 +112,8 @@ class Annotator:
     def image(self, source, result: ImageResult) -> ImageResult:
         if result.error is None:
             try:
-                write_image(self.target(source.name, False), draw_faces(source.path, result.faces))
+                write_image(self.target(source.name, False), draw_faces(source.path, result.faces,
+                                                                        landmarks=self.landmarks))
             except MimikaError as err:
                 result.error = str(err)
         return result
@@ -115,7 +122,7 @@ class Annotator:
         frame, result.image = result.image, None
         if frame is None:
             return result
-        canvas = draw_faces(frame, result.faces, color="bgr")
+        canvas = draw_faces(frame, result.faces, color="bgr", landmarks=self.landmarks)
         if self._writer is None:
             from .video import video_fps
             self._video = contextlib.ExitStack()

@@ -33,7 +33,8 @@ def train(model: Model, train_set: FaceSet, val_set: FaceSet | None = None,
           checkpoint: str | os.PathLike | None = None, resume: str | os.PathLike | None = None,
           log: Callable[[str], None] = print) -> list[EpochStats]:
     """Train `model` in place; save it to `out` if given. Returns the per-epoch history; the wall
-    time goes into the model's info."""
+    time goes into the model's info. Under torchrun every process calls this and trains its share
+    of each batch (distributed.py); only rank 0 writes the checkpoint and `out`."""
     options = options or TrainOptions()
     for path in (out, checkpoint):
         if path:
@@ -45,20 +46,24 @@ def train(model: Model, train_set: FaceSet, val_set: FaceSet | None = None,
     history = trainer.run()
     model.config.info.setdefault("training", {}).update(
         {"epochs": len(history), "seconds_this_session": round(time.perf_counter() - t0, 1)})
-    if out:
+    if train_set.detector:  # so figures on detector-cropped data can be reproduced with the same crops
+        model.config.info["dataset_detector"] = train_set.detector
+    if out and trainer.world.writer:
         model.save(out, dtype=save_dtype(options))
     return history
 
 
 def fine_tune(model: Model | str | os.PathLike, faces: np.ndarray | FaceSet, labels=None, epochs: int = 10,
               lr: float = 0.001, batch_size: int = 32, seed: int = 0, crop: str = "detect",
-              out: str | os.PathLike | None = None, log: Callable[[str], None] = print, codes=None) -> Model:
+              out: str | os.PathLike | None = None, log: Callable[[str], None] = print, codes=None,
+              device: str = "auto") -> Model:
     """Continue training a trained model on the user's own labelled faces.
 
     `faces` is an N x K x H x W array (K = 1 gray or 3 RGB, any H, W: the face is found and
     resized to the model input) with `labels`, one per face: CK+ codes (1..7, or 0 for neutral) or
     emotion names ("happiness", "happy"); or a FaceSet. Classes the model does not know get new
-    outputs (the head is widened). `codes` is the old name of `labels`.
+    outputs (the head is widened). `codes` is the old name of `labels`. `device`: where to train
+    (auto: a GPU when PyTorch sees one).
     """
     labels = labels if labels is not None else codes
     model = model if isinstance(model, Model) else Model.load(model)
@@ -71,9 +76,10 @@ def fine_tune(model: Model | str | os.PathLike, faces: np.ndarray | FaceSet, lab
         log(f"new classes {', '.join(new)}: the model's output layer was widened to {len(model.labels)} classes")
     for note in data.notes:
         log(note)
-    opts = TrainOptions(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
+    opts = TrainOptions(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, device=device)
     history = train(model, data, None, opts, out=None, log=log)
     model.config.info["fine_tuned"] = {"faces": len(data), "epochs": len(history), "lr": lr}
-    if out:
+    from .distributed import is_writer
+    if out and is_writer():
         model.save(out)
     return model

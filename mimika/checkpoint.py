@@ -5,6 +5,10 @@ the optimizer's momentum, the epoch and history, the best weights so far, both r
 the options and a fingerprint of the training data. Restoring refuses a checkpoint made on other
 data, with other fixed options, or of another network, so a resumed run ends with the same
 weights as one that was never interrupted.
+
+A run of several processes (distributed.py) records its world size and each rank's torch random
+state (dropout and augmentation draw per rank); resumed on the same number of processes it
+continues exactly, on another it continues with the difference stated (training.py).
 """
 
 from __future__ import annotations
@@ -49,6 +53,9 @@ class TrainingState:
     history: list[EpochStats]
     best: tuple[float, int, dict] | None  # (validation accuracy, epoch, weights)
     numpy_rng: dict | None = None
+    world_size: int = 1  # processes of the run that wrote the checkpoint
+    rank_rng: dict[str, np.ndarray] | None = None  # {"torch": ranks x state, "cuda": ...} of that run
+    scaler: dict | None = None  # the float16 loss scaler's state (CUDA without bf16)
 
 
 def data_fingerprint(data: FaceSet) -> str:
@@ -60,15 +67,18 @@ def data_fingerprint(data: FaceSet) -> str:
 
 def save(path: str | os.PathLike, model: Model, optimizer: torch.optim.Optimizer, options: TrainOptions,
          state: TrainingState, rng: np.random.Generator, fingerprint: str) -> Path:
-    """Write the checkpoint atomically (a kill mid-write leaves the previous one whole)."""
+    """Write the checkpoint atomically (a kill mid-write leaves the previous one whole).
+    `state.rank_rng` holds every rank's random states when several processes train."""
     meta, arrays = model.file_contents("float32")
     for name, p in model.net.named_parameters():
         buf = optimizer.state.get(p, {}).get("momentum_buffer")
         if buf is not None:
-            arrays[f"optim/{name}"] = buf.detach().numpy().copy()
+            arrays[f"optim/{name}"] = buf.detach().cpu().numpy().copy()
     arrays["rng/torch"] = torch.get_rng_state().numpy().copy()
+    for kind, stack in (state.rank_rng or {}).items():
+        arrays[f"rng/ranks/{kind}"] = stack
     if state.best is not None:
-        arrays.update({f"best/{k}": v.numpy().copy() for k, v in state.best[2].items()})
+        arrays.update({f"best/{k}": v.cpu().numpy().copy() for k, v in state.best[2].items()})
     meta["training"] = {
         "best": None if state.best is None else [state.best[0], state.best[1]],
         "epoch": len(state.history),
@@ -76,6 +86,8 @@ def save(path: str | os.PathLike, model: Model, optimizer: torch.optim.Optimizer
         "options": asdict(options),
         "numpy_rng": rng.bit_generator.state,
         "data": fingerprint,
+        "world_size": state.world_size,
+        "scaler": state.scaler,
     }
     return write_container(path, MODEL_FORMAT, meta, arrays)
 
@@ -104,8 +116,9 @@ def restore(path: str | os.PathLike, model: Model, optimizer: torch.optim.Optimi
         model.config = saved.config
         for name, p in model.net.named_parameters():
             if f"optim/{name}" in arrays:
-                optimizer.state[p]["momentum_buffer"] = torch.from_numpy(arrays[f"optim/{name}"].copy())
+                optimizer.state[p]["momentum_buffer"] = torch.from_numpy(arrays[f"optim/{name}"].copy()).to(p.device)
         torch.set_rng_state(torch.from_numpy(arrays["rng/torch"].copy()))
+        rank_rng = {k[len("rng/ranks/"):]: v for k, v in arrays.items() if k.startswith("rng/ranks/")}
         rng.bit_generator.state = state["numpy_rng"]
         history = [EpochStats(**h) for h in state["history"]]
         best = None
@@ -113,8 +126,22 @@ def restore(path: str | os.PathLike, model: Model, optimizer: torch.optim.Optimi
             weights = {k[len("best/"):]: torch.from_numpy(v.copy()) for k, v in arrays.items()
                        if k.startswith("best/")}
             best = (float(state["best"][0]), int(state["best"][1]), weights)
+        world_size = int(state.get("world_size", 1))
     except MimikaError:
         raise
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
         raise MimikaError(f"{path}: damaged {WHAT} ({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
-    return TrainingState(history, best)
+    return TrainingState(history, best, world_size=world_size, rank_rng=rank_rng or None, scaler=state.get("scaler"))
+
+
+def describe(path: str | os.PathLike) -> str:
+    """Where a stopped run can continue from, for its last message."""
+    path = Path(path)
+    try:
+        meta, _ = read_container(path, MODEL_FORMAT, WHAT)
+        t = meta["training"]
+        epoch, world = int(t["epoch"]), int(t.get("world_size", 1))
+    except (MimikaError, KeyError, TypeError, ValueError):
+        return f"No usable checkpoint at {path} (the run stopped before its first epoch ended)."
+    return (f"The last checkpoint, {path}, holds epoch {epoch} of a {world}-process run: continue it with the "
+            f"same command and --resume {path}" + (f" (--nproc {world} continues it exactly)." if world > 1 else "."))

@@ -17,7 +17,7 @@ class _Help(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action):
         if action.default is None or action.default is False or action.default == argparse.SUPPRESS \
-                or not action.option_strings:
+                or not action.option_strings or isinstance(action, argparse._StoreConstAction):
             return action.help
         return f"{action.help} (default: {action.default})"
 
@@ -78,10 +78,16 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--labels", help="CK+ Emotion tree, when --data is the image tree alone")
         p.add_argument("--crop", choices=["auto", "detect", "whole"], default=crop_default,
                        help="find the face in each image, or take the whole image (auto: detect on CK+ frames)")
+        from .detection import DATASET_DETECTOR, PRESETS
+        p.add_argument("--detector", default=DATASET_DETECTOR, choices=list(PRESETS), help="the detector that "
+                       "finds the faces of a set cropped by detection: the fixed one every published figure used, or "
+                       "the one prediction uses (cnn: aligned crops, as a user's photos are read)")
 
     p = command("predict", "recognize the expressions of every face in images and videos",
                 ["mimika predict photo.jpg", "mimika predict photos/ clip.mp4 --csv > faces.csv",
-                 "cat photo.jpg | mimika predict - --json", "mimika predict photos/ --annotate out/ --detector thorough"])
+                 "cat photo.jpg | mimika predict - --json", "mimika predict photos/ --annotate out/ --landmarks",
+                 "mimika predict interview.mp4 --every 5 --csv --smooth 0.5 --timeline emotions.png",
+                 "mimika predict photos/ --detector haar   # the original Haar cascade"])
     p.add_argument("images", nargs="+", help="image or video files, folders of them, or - for standard input")
     p.add_argument("--model", help="shipped model name or model file (default: the shipped default model)")
     fmt = p.add_mutually_exclusive_group()
@@ -89,20 +95,34 @@ def _parser() -> argparse.ArgumentParser:
     fmt.add_argument("--jsonl", action="store_true", help="print one JSON object per file as it is done")
     fmt.add_argument("--csv", action="store_true", help="print CSV: a row per face (and per file without one)")
     p.add_argument("--annotate", metavar="DIR", help="write annotated copies below DIR, named like the inputs")
+    p.add_argument("--workers", type=POSITIVE, default=1, metavar="N", help="run N processes, each with its own "
+                   "model and cores/N threads (output in input order)")
+    p.add_argument("--shard", type=_shard, metavar="K/N", help="take only shard K of N of the inputs (a stable hash "
+                   "of each name): N jobs cover every input once; join their outputs with mimika merge")
     p.add_argument("--every", type=POSITIVE, default=1, metavar="N", help="videos: analyse every N-th frame")
     p.add_argument("--crop", choices=["detect", "whole"], default="detect",
                    help="whole: each image is one face (pre-cropped faces), no detection")
     p.add_argument("--verbose", action="store_true", help="show the image decoders' own warnings")
     _tta_arg(p)
-    g = p.add_argument_group("face detection (OpenCV Haar cascade; every setting overrides the preset's)")
-    from .detection import PRESETS
-    g.add_argument("--detector", default="default", choices=list(PRESETS), help="preset (thorough: faces from 30 px, "
-                   "slower; fast: from 48 px; baseline: the thesis' OpenCV defaults)")
-    g.add_argument("--cascade", help="cascade XML: a file OpenCV ships (haarcascade_frontalface_alt.xml) or a path")
-    g.add_argument("--scale-factor", type=_number(float, 1.0, low_open=True), help="image pyramid step (> 1)")
-    g.add_argument("--min-neighbors", type=_number(int, 0), help="detections needed to keep a face")
+    v = p.add_argument_group("videos and annotated copies")
+    v.add_argument("--landmarks", action="store_true", help="draw each face's eyes, nose and mouth on annotated copies")
+    v.add_argument("--smooth", type=_number(float, 0.0, 0.99), default=0.0, metavar="A",
+                   help="videos: average each tracked face's probabilities over time (weight A of the past)")
+    v.add_argument("--timeline", metavar="PNG", help="videos: plot each tracked face's emotions over time (needs "
+                   "matplotlib)")
+    g = p.add_argument_group("face detection (every setting overrides the preset's)")
+    from .detection import DEFAULT_DETECTOR, PRESETS
+    g.add_argument("--detector", default=DEFAULT_DETECTOR, choices=list(PRESETS), help="cnn: CenterFace with "
+                   "landmarks, faces from 24 px; cnn-thorough: more small faces, slower; cnn-fast: from 40 px; "
+                   "haar: the original Haar cascade (faces from "
+                   "40 px), haar-thorough (30 px), haar-fast (48 px), haar-baseline (the thesis' OpenCV defaults)")
+    g.add_argument("--no-align", dest="align", action="store_false", help="crop the detector's box, not the face "
+                   "aligned by its landmarks")
     g.add_argument("--min-face", type=POSITIVE, help="smallest face side in pixels")
-    g.add_argument("--downscale", type=_number(float, 1.0), help="detect on the image shrunk by this factor (>= 1)")
+    g.add_argument("--cascade", help="Haar: cascade XML, a file OpenCV ships (haarcascade_frontalface_alt.xml) or a path")
+    g.add_argument("--scale-factor", type=_number(float, 1.0, low_open=True), help="Haar: image pyramid step (> 1)")
+    g.add_argument("--min-neighbors", type=_number(int, 0), help="Haar: detections needed to keep a face")
+    g.add_argument("--downscale", type=_number(float, 1.0), help="Haar: detect on the image shrunk by this factor (>= 1)")
 
     t = command("train", "train a model on a labelled face set",
                 ["mimika train --data ../shared/data/ckplus --val-subjects 0.2 --out model.npz --checkpoint run.ckpt.npz",
@@ -117,6 +137,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="hold out this fraction of the subjects for validation (0: the data's own split, if any)")
     t.add_argument("--checkpoint", help="save a resumable checkpoint here after every epoch")
     t.add_argument("--resume", help="continue the run saved in this checkpoint")
+    _nproc_arg(t)
     _add_train_options(t)
 
     c = command("crossval", "subject-independent k-fold cross-validation",
@@ -128,6 +149,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--margin", type=MARGIN, default=0.0, help="crop margin around face boxes")
     c.add_argument("--folds", type=_number(int, 2), default=10, help="number of folds (subjects split evenly)")
     c.add_argument("--out-dir", required=True, help="folder for fold-N.json, crossval.json, confusion.png")
+    _nproc_arg(c)
     _add_train_options(c, exclude=("keep_best", "half"))  # folds have no validation set, and save no model
 
     f = command("finetune", "continue training a model on your own labelled faces",
@@ -137,7 +159,8 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--data", required=True, help="class folders: DATA/<emotion or CK+ code>/<images>")
     f.add_argument("--out", required=True, help="model file to write")
     f.add_argument("--crop", choices=["detect", "whole"], default="detect", help="find the face, or take the whole image")
-    _add_train_options(f, ["epochs", "lr", "batch_size", "seed"], epochs=10, lr=0.001)
+    _add_train_options(f, ["epochs", "lr", "batch_size", "seed", "device"], epochs=10, lr=0.001)
+    _nproc_arg(f)
 
     e = command("evaluate", "score a model on a labelled face set",
                 ["mimika evaluate --model ferplus --data fer2013new.csv --split PrivateTest",
@@ -148,9 +171,36 @@ def _parser() -> argparse.ArgumentParser:
                    "a dataset split: Training, PublicTest, PrivateTest")
     e.add_argument("--json", action="store_true", help="print the report as JSON")
     e.add_argument("--confusion", metavar="PNG", help="write the confusion matrix as a PNG (needs matplotlib)")
+    e.add_argument("--with-neutral", action="store_true", help="CK+: add each sequence's first frame as neutral "
+                   "(the 8-class protocol)")
+    _device_arg(e, "auto", "where the model runs: cuda (ONNX Runtime's CUDA provider, or PyTorch's GPU for a .npz), "
+                "cpu, or auto (the GPU when there is one)")
     _tta_arg(e)
 
-    command("models", "list the shipped models", ["mimika models"])
+    mo = command("models", "list the shipped models", ["mimika models", "mimika models --verbose"])
+    mo.add_argument("--verbose", action="store_true", help="also each model's file, and which ONNX Runtime "
+                    "provider (CPU or CUDA) runs them")
+
+    mg = command("merge", "join the CSV, JSON Lines or JSON outputs of mimika predict jobs (--shard K/N)",
+                 ["mimika merge part-*.csv > all.csv", "mimika merge --sort part-*.jsonl --out all.jsonl"])
+    mg.add_argument("outputs", nargs="+", help="outputs of mimika predict: all CSV, all JSON Lines or all JSON")
+    mg.add_argument("--sort", action="store_true", help="order by file and frame, as one run over the inputs would")
+    mg.add_argument("--out", help="write here (atomically) instead of to standard output")
+
+    k = command("calibrate", "fit the temperature that makes a model's probabilities honest, on validation data "
+                "(written into the model file)",
+                ["mimika calibrate mimika/models/ferplus.onnx --data fer2013new.csv   # its PublicTest split",
+                 "mimika calibrate mine.npz --data ../shared/data/ckplus --split heldout"])
+    k.add_argument("model", help="model file (.onnx or .npz; a shipped name means its .onnx)")
+    data_args(k)
+    k.add_argument("--split", default="PublicTest", help="validation faces: PublicTest, or heldout (the subjects "
+                   "the model's training held out); never a test split")
+
+    sv = command("serve", "an HTTP API and a web page (photos, webcam) over the recognizer",
+                 ["mimika serve", "mimika serve --workers 2 --port 8080",
+                  "MIMIKA_TOKEN=... mimika serve --host 0.0.0.0   # a token when others can reach it"])
+    from .serve import add_arguments
+    add_arguments(sv)
 
     g = command("configure", "change how a trained model is used (rewrites its .npz)",
                 ["mimika configure mine.npz --tta flip", "mimika configure mine.npz --margin 0.1"])
@@ -168,12 +218,31 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--calibration", metavar="DATA", help="labelled faces to calibrate INT8 ranges on (any --data "
                    "format; its Training split when it has one)")
     x.add_argument("--calibration-faces", type=POSITIVE, default=1024, help="faces drawn from DATA (seed 0)")
+    _device_arg(x, None, "then check the file on this device: ONNX Runtime (its provider for it) against PyTorch, "
+                "on faces of the bundled photo; prints the largest probability difference")
     return parser
 
 
 def _tta_arg(p) -> None:
     p.add_argument("--tta", choices=["model", "none", "flip"], default="model",
                    help="test-time augmentation (model: what the model file says; none: twice as fast)")
+
+
+def _nproc_arg(p) -> None:
+    p.add_argument("--nproc", type=POSITIVE, default=1, metavar="N", help="train in N processes on this machine "
+                   "(torchrun + DistributedDataParallel; --batch-size stays the global batch; see docs/scale.md)")
+
+
+def _device_arg(p, default, help: str) -> None:
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=default, help=help)
+
+
+def _shard(text: str):
+    from .parallel import parse_shard
+    try:
+        return parse_shard(text)
+    except MimikaError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _apply_tta(model, tta: str) -> None:
@@ -192,19 +261,36 @@ def cmd_predict(args) -> int:
     from .results import csv_header
 
     set_verbose(args.verbose)
+    timeline = None
+    if args.timeline:
+        from importlib.util import find_spec
+        from .fileio import check_writable
+        from .plots import Timeline
+        if find_spec("matplotlib") is None:
+            raise MimikaError("--timeline needs matplotlib: pip install matplotlib")
+        check_writable(args.timeline, "timeline")
+        timeline = Timeline()
     detector = get_detector(args.detector, scale_factor=args.scale_factor, min_neighbors=args.min_neighbors,
                             min_size=args.min_face, downscale=args.downscale, cascade=args.cascade)
-    recognizer = Recognizer(args.model, detector, crop=args.crop)
+    recognizer = Recognizer(args.model, detector, crop=args.crop, align=args.align)
     _apply_tta(recognizer.model, args.tta)
     sources = expand_inputs(args.images)
     if not sources:
         raise MimikaError(f"{' '.join(args.images)}: no images or videos found")
+    if args.shard:
+        from .parallel import shard
+        total, sources = len(sources), shard(sources, *args.shard)
+        _log(f"shard {args.shard[0]}/{args.shard[1]}: {len(sources)} of {total} inputs")
     import csv
     writer = csv.writer(sys.stdout, lineterminator="\n")
     if args.csv:
         writer.writerow(csv_header(recognizer.model.labels))
     results, failed = [], []
-    for res in recognizer.predict(sources, every=args.every, annotate=args.annotate):
+    from .parallel import predict
+    for res in predict(recognizer, sources, args.workers, every=args.every, annotate=args.annotate,
+                       smoothing=args.smooth, draw_landmarks=args.landmarks):
+        if timeline:
+            timeline.add(res)
         (failed.append(res) if res.error else None)
         if args.json:
             results.append(res.to_dict())
@@ -221,12 +307,20 @@ def cmd_predict(args) -> int:
             _log(f"  {r.error}")
     if args.annotate and len(failed) < len(sources):
         _log(f"annotated copies written below {args.annotate}/")
-    return 1 if len(failed) >= len(sources) else 0
+    if timeline:
+        for path in timeline.save(args.timeline):
+            _log(f"timeline written to {path}")
+    return 1 if sources and len(failed) >= len(sources) else 0
 
 
 def _load_data(args, spec):
     from .datasets import load_dataset
-    data = load_dataset(args.data, spec, crop=args.crop, labeldir=args.labels, log=_log)
+    from .distributed import rank_zero_first
+    from .detection import get_detector
+    detector = get_detector(args.detector) if getattr(args, "detector", None) else None
+    with rank_zero_first():  # under torchrun: rank 0 fills the cache, the others read it
+        data = load_dataset(args.data, spec, crop=args.crop, labeldir=args.labels, detector=detector, log=_log,
+                            with_neutral=getattr(args, "with_neutral", False))
     for line in [f"skipped {s}" for s in data.skipped] + data.notes:
         _log(line)
     return data
@@ -250,7 +344,8 @@ def cmd_train(args) -> int:
     for path in (args.checkpoint, args.resume and Path(args.resume)):
         if path:
             check_writable(path, "checkpoint")
-    if args.resume and not Path(args.resume).is_file():
+    from .distributed import is_writer
+    if args.resume and not Path(args.resume).is_file() and is_writer():  # rank 0 reads it for all
         raise MimikaError(f"{args.resume}: no such training checkpoint (nothing to resume)")
     model = Model.load(args.init) if args.init else Model.create(args.arch, margin=args.margin, seed=args.seed)
     data = _load_data(args, model.config.crop)
@@ -263,6 +358,8 @@ def cmd_train(args) -> int:
     options = _train_options(args)
     history = train(model, split.train, split.val, options, out=out, checkpoint=args.checkpoint or args.resume,
                     resume=args.resume, log=print)
+    if not is_writer():
+        return 0
     stem = out.with_suffix("")
     write_text(f"{stem}.history.json", history_json(history))
     plot_history([h.__dict__ for h in history], f"{stem}.history.png")
@@ -288,6 +385,9 @@ def cmd_crossval(args) -> int:
 
     summary = cross_validate(data, make_model, _train_options(args), k=args.folds, seed=args.seed,
                              out_dir=args.out_dir, log=print)
+    from .distributed import is_writer
+    if not is_writer():
+        return 0
     out = Path(args.out_dir)
     plot_confusion(summary["pooled"], out / "confusion.png",
                    title=f"{args.folds}-fold subject-independent: mean accuracy {summary['accuracy_mean']:.1%}")
@@ -311,7 +411,7 @@ def cmd_finetune(args) -> int:
         _log(f"skipped {s}")
     _log(_summary(args, data))
     fine_tune(model, data, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
-              out=args.out, log=print)
+              out=args.out, log=print, device=args.device)
     print(f"saved {args.out}")
     return 0
 
@@ -329,10 +429,10 @@ def cmd_evaluate(args) -> int:
             raise MimikaError("--confusion needs matplotlib: pip install matplotlib (or 'mimika[train]')")
         check_writable(args.confusion, "confusion matrix")
     set_quiet(args.json)
-    model = load_predictor(args.model)
+    model = load_predictor(args.model, device=args.device)
     _apply_tta(model, args.tta)
     data = evaluation_set(_load_data(args, model.config.crop), args.split, model.config.info, str(args.model))
-    rep = evaluate(model, data)
+    rep = evaluate(model, data, device=args.device)
     if args.confusion:
         from .plots import plot_confusion
         plot_confusion(rep, args.confusion)
@@ -349,7 +449,50 @@ def cmd_models(args) -> int:
         variant = f" ({name.split('.')[0]}'s weights, exact)" if "." in name else ""
         print(f"{name}{flag}: {m.config.arch}, {m.config.crop.width}x{m.config.crop.height}, "
               f"{m.config.precision}{variant}, labels {', '.join(m.labels)}")
+        if args.verbose:
+            print(f"  {m.path} ({m.path.stat().st_size / 1e6:.1f} MB), runs on {m.provider}")
+    if args.verbose:
+        from .runtime import provider_summary
+        print(provider_summary())
     return 0
+
+
+def cmd_merge(args) -> int:
+    import io
+    from .fileio import write_text
+    from .parallel import merge
+    out = io.StringIO() if args.out else sys.stdout
+    n = merge(args.outputs, out, sort=args.sort)
+    if args.out:
+        write_text(args.out, out.getvalue())
+    _log(f"merged {n} records from {len(args.outputs)} files" + (f" into {args.out}" if args.out else ""))
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    from .calibration import expected_calibration_error, fit_temperature, write_temperature
+    from .config import resolve_model_path
+    from .datasets import evaluation_set
+    from .runtime import load_predictor
+
+    if args.split.lower().replace("_", "") in ("privatetest", "test", "all"):
+        raise MimikaError(f"--split {args.split}: calibration is fitted on validation faces, never on a test split")
+    path = resolve_model_path(args.model, prefer=(".onnx", ".npz"))
+    model = load_predictor(path)
+    data = evaluation_set(_load_data(args, model.config.crop), args.split, model.config.info, str(path))
+    data = data.relabel(model.labels)
+    before = expected_calibration_error(model.predict_proba(data.faces), data.y)
+    model.config.temperature = fit_temperature(model, data.faces, data.y)
+    after = expected_calibration_error(model.predict_proba(data.faces), data.y)
+    write_temperature(path, model.config.temperature)
+    print(f"{path}: temperature {model.config.temperature:.4f}; calibration error on {args.split} "
+          f"({len(data)} faces): {before:.4f} -> {after:.4f}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from .serve import main as serve
+    return serve(args)
 
 
 def cmd_configure(args) -> int:
@@ -378,10 +521,19 @@ def cmd_export(args) -> int:
     model = Model.load(args.model)
     if not args.int8:
         print(f"wrote {export_onnx(model, args.out, half=not args.float32)}")
-        return 0
+        return _check_export(args, model)
     faces, source = calibration_faces(args.calibration, model.config.crop, args.calibration_faces, log=_log)
     print(f"wrote {export_onnx(model, args.out, quantize=True, calibration=faces, calibration_source=source)} "
           f"(INT8, calibrated on {source})")
+    return _check_export(args, model)
+
+
+def _check_export(args, model) -> int:
+    if args.device:
+        from .export import check_export
+        diff, provider, device = check_export(model, args.out, args.device)
+        print(f"checked {args.out}: ONNX Runtime ({provider}) against PyTorch ({device}) on faces of the bundled "
+              f"photo: largest probability difference {diff:.2e}")
     return 0
 
 
@@ -390,6 +542,12 @@ def main(argv: list[str] | None = None) -> int:
     from .progress import set_quiet
     set_quiet(any(getattr(args, k, False) for k in ("json", "jsonl", "csv")))
     try:
+        if getattr(args, "nproc", None) is not None:  # a training command: launch torchrun, or join its run
+            from .distributed import enter
+            code = enter(args.nproc, args.device, sys.argv[1:] if argv is None else list(argv),
+                         getattr(args, "checkpoint", None) or getattr(args, "resume", None))
+            if code is not None:
+                return code
         return globals()[f"cmd_{args.command}"](args)
     except MimikaError as e:
         print(f"mimika: error: {e}", file=sys.stderr)

@@ -31,6 +31,8 @@ class ModelConfig:
     mean: float = 0.0  # input = (pixel / 255 - mean) / std
     std: float = 1.0
     tta: str = ""  # test-time augmentation: "" none, "flip" averages the face and its mirror image
+    temperature: float = 1.0  # logits are divided by it before the softmax: fitted on validation data
+    #                           (`mimika calibrate`) so that a probability says how often it is right
     info: dict = field(default_factory=dict)  # provenance: data, command, metrics
 
     @property
@@ -39,8 +41,11 @@ class ModelConfig:
         return self.info.get("onnx", {}).get("precision", "float")
 
     def to_dict(self) -> dict:
-        return {"arch": self.arch, "labels": list(self.labels), "crop": self.crop.to_dict(),
-                "mean": self.mean, "std": self.std, "tta": self.tta, "info": self.info}
+        d = {"arch": self.arch, "labels": list(self.labels), "crop": self.crop.to_dict(),
+             "mean": self.mean, "std": self.std, "tta": self.tta, "info": self.info}
+        if self.temperature != 1.0:  # written only when set: files without it read as before
+            d["temperature"] = self.temperature
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
@@ -55,8 +60,9 @@ class ModelConfig:
              and all(isinstance(n, str) and n for n in labels) and len(set(labels)) == len(labels),
              "'labels' must be a list of distinct names")
         crop = d.get("crop")
-        need(isinstance(crop, dict) and set(crop) <= {"width", "height", "margin"}, "'crop' must be "
-             "{width, height, margin}")
+        need(isinstance(crop, dict) and set(crop) <= {"width", "height", "margin", "align"}, "'crop' must be "
+             "{width, height, margin, align}")
+        need(isinstance(crop.get("align", True), bool), "crop align must be true or false")
         size_ok = all(type(crop.get(k, 96)) is int and 8 <= crop.get(k, 96) <= 1024 for k in ("width", "height"))
         need(size_ok, "crop width and height must be whole numbers from 8 to 1024")
         margin = crop.get("margin", 0.0)
@@ -64,9 +70,11 @@ class ModelConfig:
         mean, std = d.get("mean", 0.0), d.get("std", 1.0)
         need(_number(mean) and _number(std) and std > 0, "'mean' and 'std' must be numbers, std > 0")
         need(d.get("tta", "") in TTA_MODES, f"'tta' must be one of {TTA_MODES}")
+        temperature = d.get("temperature", 1.0)
+        need(_number(temperature) and 0.01 <= temperature <= 100, "'temperature' must be a number from 0.01 to 100")
         need(isinstance(d.get("info", {}), dict), "'info' must be a JSON object")
         return cls(arch=d["arch"], labels=list(labels), crop=CropSpec(**crop), mean=float(mean), std=float(std),
-                   tta=d.get("tta", ""), info=d.get("info", {}))
+                   tta=d.get("tta", ""), temperature=float(temperature), info=d.get("info", {}))
 
     def normalize(self, crops: np.ndarray) -> np.ndarray:
         """uint8 crops N x H x W -> float32 network input N x 1 x H x W."""
@@ -96,7 +104,7 @@ class ModelConfig:
             if z.shape != (len(chunk), len(self.labels)):
                 raise MimikaError(f"the model's output has shape {z.shape}, expected {(len(chunk), len(self.labels))} "
                                   "(one score per label): the network does not fit its config")
-            p = _softmax(z)
+            p = _softmax(z / self.temperature)
             parts.append(p if views == 1 else (p[:len(p) // 2] + p[len(p) // 2:]) / 2)
         p = np.concatenate(parts)
         if not np.isfinite(p).all():

@@ -3,7 +3,7 @@ files), readable by plain NumPy, with nothing in it that can execute code when l
 
 Layout: `__meta__` holds the JSON document: a format tag naming what the file is (a model file is
 "mimika-model", a cache of prepared faces "mimika-faces": one never passes as the other), the
-format version, the SHA-256 of the arrays, and the caller's fields. Every other entry is a plain
+format version, the caller's fields, and the SHA-256 of all of them and of the arrays. Every other entry is a plain
 numeric array. Reading checks each entry's header against its size before allocating anything,
 and the checksum after, so a damaged or hostile file is refused with one line instead of being
 used to give other answers. Files are written atomically.
@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import os
+import tokenize
 import zipfile
 import zlib
 from pathlib import Path
@@ -24,15 +25,16 @@ import numpy as np
 from .errors import MimikaError
 from .fileio import write_bytes
 
-FORMAT_VERSION = 2  # 2: arrays checksummed; 1 (no checksum) is still read
+FORMAT_VERSION = 2  # 2: document and arrays checksummed; 1 (no checksum) is still read
 MAX_META_BYTES = 16 << 20
 MAX_ENTRY_BYTES = 4 << 30
 _NUMERIC_KINDS = "biufcU"  # bool, ints, floats, complex, fixed-width unicode (subject ids); never objects
 
 
-def arrays_checksum(arrays: dict[str, np.ndarray]) -> str:
-    """SHA-256 over each array's name, dtype, shape and bytes, in name order."""
-    h = hashlib.sha256()
+def content_checksum(doc: dict, arrays: dict[str, np.ndarray]) -> str:
+    """SHA-256 over the JSON document (its "checksum" field left out; keys sorted) and each array's
+    name, dtype, shape and bytes, in name order: a changed label list is as damaged as a changed weight."""
+    h = hashlib.sha256(json.dumps({k: v for k, v in doc.items() if k != "checksum"}, sort_keys=True).encode())
     for name in sorted(arrays):
         a = np.ascontiguousarray(arrays[name])
         h.update(f"{name}|{a.dtype.str}|{a.shape}\n".encode())
@@ -42,7 +44,8 @@ def arrays_checksum(arrays: dict[str, np.ndarray]) -> str:
 
 def write_container(path: str | os.PathLike, kind: str, meta: dict, arrays: dict[str, np.ndarray]) -> Path:
     """Atomically write `meta` (JSON-ready) and `arrays` as a `kind` container."""
-    doc = {"format": kind, "format_version": FORMAT_VERSION, "checksum": arrays_checksum(arrays), **meta}
+    doc = {"format": kind, "format_version": FORMAT_VERSION, **meta}
+    doc["checksum"] = content_checksum(doc, arrays)
     buf = io.BytesIO()
     np.savez(buf, __meta__=np.array(json.dumps(doc)), **arrays)
     return write_bytes(path, buf.getvalue())
@@ -74,13 +77,14 @@ def read_container(path: str | os.PathLike, kind: str, what: str = "model file"
     except MimikaError:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, OSError, EOFError, ValueError, KeyError,
-            TypeError, RuntimeError, NotImplementedError, RecursionError, MemoryError, UnicodeDecodeError) as e:
+            TypeError, RuntimeError, NotImplementedError, RecursionError, MemoryError, UnicodeDecodeError,
+            SyntaxError, tokenize.TokenError) as e:
         # RuntimeError: an encrypted entry; NotImplementedError: an unsupported compression method;
-        # RecursionError: JSON nested thousands deep
+        # RecursionError: JSON nested thousands deep; SyntaxError, TokenError: an unparsable .npy header
         raise MimikaError(f"{path}: not a mimika {what} or damaged ({type(e).__name__}: "
                           f"{str(e).splitlines()[0][:160] if str(e) else 'unreadable'})") from None
-    if version >= 2 and meta.get("checksum") != arrays_checksum(arrays):
-        raise MimikaError(f"{path}: damaged {what} (the weights do not match the checksum stored with them)")
+    if version >= 2 and meta.get("checksum") != content_checksum(meta, arrays):
+        raise MimikaError(f"{path}: damaged {what} (its contents do not match the checksum stored with them)")
     return meta, arrays
 
 

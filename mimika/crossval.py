@@ -10,6 +10,7 @@ from typing import Callable
 import numpy as np
 
 from .datasets import FaceSet
+from .distributed import is_writer
 from .errors import MimikaError
 from .evaluation import evaluate, report
 from .fileio import write_text
@@ -35,6 +36,7 @@ def cross_validate(data: FaceSet, make_model: Callable[[], Model], options: Trai
 
     Returns {"folds": [per-fold report + subjects], "accuracy_mean", "accuracy_std",
     "pooled": report over all test predictions}; writes fold-N.json and crossval.json to out_dir.
+    Under torchrun each fold trains on all processes (training.py); rank 0 writes.
     """
     folds = subject_folds(data.subjects, k, seed)
     out = Path(out_dir) if out_dir else None
@@ -53,13 +55,13 @@ def cross_validate(data: FaceSet, make_model: Callable[[], Model], options: Trai
         rep["subjects"] = held.tolist()
         results.append(rep)
         log(f"fold {i}/{k}: accuracy {rep['accuracy']:.4f} (n={rep['n']})")
-        if out:
+        if out and is_writer():
             out.mkdir(parents=True, exist_ok=True)
             write_text(out / f"fold-{i}.json", json.dumps(rep, indent=1))
     accs = np.array([r["accuracy"] for r in results])
     summary = {"k": k, "seed": seed, "accuracy_mean": float(accs.mean()), "accuracy_std": float(accs.std()),
                "fold_accuracy": accs.tolist(),
                "pooled": report(np.concatenate(y_true), np.concatenate(y_pred), labels), "folds": results}
-    if out:
+    if out and is_writer():
         write_text(out / "crossval.json", json.dumps(summary, indent=1))
     return summary

@@ -1,9 +1,11 @@
-"""Evaluation reports: accuracy, balanced accuracy, per-class precision/recall/F1, confusion."""
+"""Evaluation reports: accuracy, balanced accuracy, per-class precision/recall/F1, confusion, and
+(when the probabilities are given) the expected calibration error."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from .calibration import ECE_BINS, expected_calibration_error
 from .datasets import FaceSet
 
 
@@ -12,7 +14,7 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n: int) -> np.ndarr
     return np.bincount(n * np.asarray(y_true) + np.asarray(y_pred), minlength=n * n).reshape(n, n)
 
 
-def report(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict:
+def report(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str], probs: np.ndarray | None = None) -> dict:
     """The evaluation report as a JSON-ready dict."""
     cm = confusion_matrix(y_true, y_pred, len(labels))
     tp = np.diag(cm).astype(float)
@@ -34,23 +36,31 @@ def report(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict:
             for i, name in enumerate(labels)
         },
         "confusion": {"labels": list(labels), "matrix": cm.tolist()},
+        **({} if probs is None else {"ece": expected_calibration_error(probs, y_true)}),
     }
 
 
-def evaluate(model, data: FaceSet) -> dict:
-    """Score a model (PyTorch `Model` or `OnnxModel`) on a face set whose classes it knows."""
+def evaluate(model, data: FaceSet, device: str = "cpu") -> dict:
+    """Score a model (PyTorch `Model` or `OnnxModel`) on a face set whose classes it knows.
+    `device` runs a PyTorch model's network there ("cuda"); an OnnxModel runs where it was loaded."""
     from .progress import progress
     data = data.relabel(model.labels)
     step = 1024
-    probs = np.concatenate([model.predict_proba(data.faces[i:i + step])
+    predict = model.predict_proba
+    if device != "cpu" and hasattr(model, "net"):
+        from .distributed import predict_proba, resolve_device
+        dev = resolve_device(device)
+        predict = lambda crops: predict_proba(model, crops, dev)  # noqa: E731
+    probs = np.concatenate([predict(data.faces[i:i + step])
                             for i in progress(range(0, len(data), step), "evaluating",
                                               total=-(-len(data) // step), unit="chunk")])
-    return report(data.y, probs.argmax(axis=1), model.labels)
+    return report(data.y, probs.argmax(axis=1), model.labels, probs)
 
 
 def format_report(rep: dict) -> str:
     """A readable table of a report."""
-    lines = [f"faces {rep['n']}   accuracy {rep['accuracy']:.4f}   balanced accuracy {rep['balanced_accuracy']:.4f}",
+    ece = f"   calibration error (ECE, {ECE_BINS} bins) {rep['ece']:.4f}" if "ece" in rep else ""
+    lines = [f"faces {rep['n']}   accuracy {rep['accuracy']:.4f}   balanced accuracy {rep['balanced_accuracy']:.4f}{ece}",
              "", f"{'class':<12}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}"]
     for name, c in rep["per_class"].items():
         lines.append(f"{name:<12}{c['precision']:>10.3f}{c['recall']:>10.3f}{c['f1']:>10.3f}{c['support']:>10d}")

@@ -25,7 +25,7 @@ from .errors import MimikaError
 from .fileio import write_bytes
 from .model import Model
 from .config import METADATA_KEY
-from .runtime import CHECKSUM_KEY, graph_checksum
+from .runtime import CHECKSUM_KEY, model_checksum
 
 OPSET = 17
 
@@ -47,6 +47,38 @@ def export_onnx(model: Model, path: str | os.PathLike, half: bool = True, quanti
     if half:
         _store_half(proto)
     return _finish(proto, model.config.to_dict(), path)
+
+
+def check_export(model: Model, path: str | os.PathLike, device: str = "auto",
+                 faces: np.ndarray | None = None) -> tuple[float, str, str]:
+    """Run the exported file through ONNX Runtime on `device` (its provider for it) and the model
+    through PyTorch on that device, on real faces (`faces`, or crops of the bundled astronaut photo
+    around its face): (largest probability difference, ONNX Runtime's provider, PyTorch's device)."""
+    from .distributed import predict_proba, resolve_device
+    from .runtime import OnnxModel
+    onnx_model = OnnxModel(path, device=device)
+    torch_device = resolve_device(device)
+    if faces is None:
+        faces = sample_faces(model.config.crop)
+    diff = np.abs(onnx_model.predict_proba(faces) - predict_proba(model, faces, torch_device))
+    return float(diff.max()), onnx_model.provider, torch_device
+
+
+def sample_faces(crop, n: int = 16) -> np.ndarray:
+    """n crops of the bundled public-domain astronaut photo's face, its box shifted and scaled a little."""
+    from .crop import crop_face
+    from .detection import detect_faces
+    from .images import load_gray
+    gray = load_gray(Path(__file__).parent / "samples" / "astronaut.jpg")
+    x, y, w, h = max(detect_faces(gray), key=lambda b: b[2] * b[3])
+    rng = np.random.default_rng(0)
+    out = []
+    for _ in range(n):
+        s = rng.uniform(0.9, 1.1)
+        dx, dy = rng.uniform(-0.08, 0.08, 2) * w
+        box = (int(x + dx), int(y + dy), int(w * s), int(h * s))
+        out.append(crop_face(gray, box, crop))
+    return np.stack(out)
 
 
 def calibration_faces(data: str | os.PathLike, crop, n: int = 1024, log=None) -> tuple[np.ndarray, str]:
@@ -136,6 +168,17 @@ def _finish(proto, config: dict, path: str | os.PathLike) -> Path:
     meta.key, meta.value = METADATA_KEY, json.dumps(config)
     proto.producer_name = "mimika"
     onnx.checker.check_model(proto)
-    checksum = proto.metadata_props.add()  # the graph's SHA-256, verified on load (metadata lies outside it)
-    checksum.key, checksum.value = CHECKSUM_KEY, graph_checksum(proto.SerializeToString())
+    checksum = proto.metadata_props.add()  # the SHA-256 of the graph and the config, verified on load
+    checksum.key, checksum.value = CHECKSUM_KEY, model_checksum(proto.SerializeToString(), meta.value)
     return write_bytes(path, proto.SerializeToString())
+
+
+def rewrite_config(path: str | os.PathLike, config: dict) -> Path:
+    """Replace the config stored in an exported file (and its checksum); the graph is not touched."""
+    import onnx
+    path = Path(path)
+    proto = onnx.load_from_string(path.read_bytes())
+    kept = [p for p in proto.metadata_props if p.key not in (METADATA_KEY, CHECKSUM_KEY)]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    return _finish(proto, config, path)

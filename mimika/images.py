@@ -314,14 +314,15 @@ def _read_bounded(f, first: int, max_bytes: int) -> bytes:
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-_stdin_bytes: bytes | None = None  # standard input can be read once: kept for a second look (annotation)
+_stdin_read: tuple[object, bytes] | None = None  # (stream, its bytes): standard input can be read
+#                                                   once, so what it gave is kept for a second look (annotation)
 
 
 def _read_stdin(max_bytes: int) -> bytes:
-    global _stdin_bytes
-    if _stdin_bytes is None:
-        _stdin_bytes = _read_stdin_once(max_bytes)
-    return _stdin_bytes
+    global _stdin_read
+    if _stdin_read is None or _stdin_read[0] is not sys.stdin:
+        _stdin_read = (sys.stdin, _read_stdin_once(max_bytes))
+    return _stdin_read[1]
 
 
 def _read_stdin_once(max_bytes: int) -> bytes:

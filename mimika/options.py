@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 
 SCHEDULE_NAMES = ("constant", "cosine")
+DEVICE_NAMES = ("auto", "cpu", "cuda")  # distributed.DEVICES (this module imports no PyTorch)
 
 
 def option(default, help: str, fixed: bool = True, low=None, high=None, low_open: bool = False, **cli):
@@ -25,7 +26,8 @@ class TrainOptions:
     momentum: float = option(0.9, "Nesterov momentum", low=0, high=0.999)
     seed: int = option(0, "random seed: initial weights, shuffling, augmentation, subject choice")
     channels_last: bool = option(True, "channels-last memory layout (faster on CPU for every network measured)")
-    bf16: bool | None = option(None, "bf16 autocast while training (default: the architecture's measured choice)")
+    bf16: bool | None = option(None, "mixed precision while training: bf16 autocast (float16 with loss scaling on "
+                               "GPUs without bf16); default: on for CUDA, the architecture's measured choice on CPU")
     weight_decay: float = option(0.0, "L2 weight decay", low=0)
     label_smoothing: float = option(0.0, "label smoothing of the cross-entropy", low=0, high=0.99)
     schedule: str = option("constant", "learning-rate schedule (cosine needs --epochs)", choices=SCHEDULE_NAMES)
@@ -34,6 +36,8 @@ class TrainOptions:
     soft_labels: bool = option(False, "train on the data's vote distributions (FER+) where it has them")
     keep_best: bool = option(False, "end with the weights of the epoch with the best validation accuracy",
                              fixed=False)
+    device: str = option("auto", "where to train: cuda (this process's GPU), cpu, or auto (cuda when PyTorch "
+                         "sees a GPU); model files are the same either way", fixed=False, choices=DEVICE_NAMES)
     half: bool = option(False, "store the weights as float16 (half the size); validation scores the "
                         "float16 weights, so its figure is the saved model's")
 

@@ -58,3 +58,48 @@ def plot_history(history: list[dict], path: str | os.PathLike) -> Path:
     out = _save(fig, path)
     plt.close(fig)
     return out
+
+
+class Timeline:
+    """Each tracked face's emotion probabilities over a video's time, collected frame by frame
+    (`add`) and drawn as one panel per track (`save`)."""
+
+    def __init__(self):
+        self.videos: dict[str, dict[int, list[tuple[float, dict[str, float]]]]] = {}
+
+    def add(self, result) -> None:
+        if result.frame is None or result.error:
+            return
+        tracks = self.videos.setdefault(result.file, {})
+        for face in result.faces:
+            tracks.setdefault(face.track_id or 0, []).append((result.time or 0.0, face.scores))
+
+    def save(self, path: str | os.PathLike) -> list[Path]:
+        """One PNG per video: `path` itself for one video, `path` with the video's name added for
+        several. Returns the files written."""
+        path = Path(path)
+        out = []
+        for video, tracks in self.videos.items():
+            target = path if len(self.videos) == 1 else path.with_name(f"{path.stem}-{Path(video).stem}{path.suffix}")
+            out.append(self._plot(video, tracks, target))
+        return out
+
+    @staticmethod
+    def _plot(video: str, tracks: dict, path: Path) -> Path:
+        plt = _pyplot()
+        labels = list(next(iter(tracks.values()))[0][1]) if tracks else []
+        order = sorted(labels)
+        fig, axes = plt.subplots(max(1, len(tracks)), 1, figsize=(10, 2.2 * max(1, len(tracks))), squeeze=False,
+                                 sharex=True)
+        for ax, (track, points) in zip(axes[:, 0], sorted(tracks.items())):
+            t = [p[0] for p in points]
+            for k, name in enumerate(order):
+                ax.plot(t, [p[1].get(name, 0.0) for p in points], label=name, color=f"C{k}")
+            ax.set_ylim(0, 1)
+            ax.set_ylabel(f"face {track}")
+        axes[0, 0].set_title(f"{Path(video).name}: emotions of each tracked face")
+        axes[0, 0].legend(loc="upper right", fontsize=7, ncol=4)
+        axes[-1, 0].set_xlabel("time (s)")
+        saved = _save(fig, path)
+        plt.close(fig)
+        return saved

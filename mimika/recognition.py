@@ -18,7 +18,8 @@ import numpy as np
 
 from .config import Predictor
 from .crop import crop_face, whole_image_box
-from .detection import PRESETS, Box
+from .boxes import Box, Detection
+from .detection import DEFAULT_DETECTOR, get_detector
 from .errors import MimikaError
 from .images import load_image
 from .results import Face, ImageResult, Results
@@ -43,15 +44,18 @@ class Recognizer:
     """A model and a face detector, loaded once: `get(image)` returns the faces in an image.
 
     `model`: a shipped model's name (None: the default), a `.onnx` or `.npz` file, or a loaded
-    model (a `Predictor`: e.g. a freshly trained `Model`). `crop="whole"` takes every image as one
-    face (pre-cropped face sets) instead of detecting faces."""
+    model (a `Predictor`: e.g. a freshly trained `Model`). `detector`: a detector or a preset's
+    name (`mimika.detection.PRESETS`; None: the default, the CNN). `crop="whole"` takes every image
+    as one face (pre-cropped face sets) instead of detecting faces. `align=False` crops boxes even
+    where the detector gives landmarks."""
 
-    def __init__(self, model: str | os.PathLike | Predictor | None = None, detector=None, crop: str = "detect"):
+    def __init__(self, model: str | os.PathLike | Predictor | None = None, detector=None, crop: str = "detect",
+                 align: bool = True):
         if crop not in CROP_MODES:
             raise MimikaError(f"crop must be one of {', '.join(CROP_MODES)}, got {crop!r}")
         self.model = model if isinstance(model, Predictor) else load_predictor(model)
-        self.detector = detector or PRESETS["default"]
-        self.crop = crop
+        self.detector = detector if hasattr(detector, "detect") else get_detector(detector or DEFAULT_DETECTOR)
+        self.crop, self.align = crop, align
 
     # one image ---------------------------------------------------------------------------
     def get(self, image, color: str = "rgb") -> list[Face]:
@@ -59,27 +63,45 @@ class Recognizer:
         bytes, a PIL image, or an array (`color` "rgb" or "bgr" for 3/4 channels)."""
         return self._classified(load_image(image, color=color))
 
+    def get_result(self, image, color: str = "rgb", name: str | None = None) -> ImageResult:
+        """One image's result object, as `predict` gives it per file: its faces and the reader's notes,
+        or the error (`error` set, nothing raised). `name` labels it (default: the reader's)."""
+        holder: dict = {}
+
+        def load():
+            img = load_image(image, color=color)
+            holder["source"] = img.source
+            return img
+        result = next(self._stream([(ImageResult(name or ""), load)], batch_faces=64))
+        result.file = result.file or holder.get("source", "<image>")
+        return result
+
     def classify(self, gray: np.ndarray) -> list[Face]:
         """The faces of an 8-bit grayscale image."""
         return self._classified(_Loaded(gray))
 
     def _classified(self, img) -> list[Face]:
-        boxes, crops = self._detect_and_crop(img)
-        return self._faces_of(boxes, self.model.predict_proba(np.stack(crops)) if crops else [], img.scale)
+        found, crops = self._detect_and_crop(img)
+        return self._faces_of(found, self.model.predict_proba(np.stack(crops)) if crops else [], img.scale)
 
-    def boxes(self, gray: np.ndarray) -> list[Box]:
-        return [whole_image_box(gray)] if self.crop == "whole" else self.detector(gray)
+    def detections(self, gray: np.ndarray) -> list[Detection]:
+        """The faces to classify, left to right (the whole image with crop="whole")."""
+        if self.crop == "whole":
+            return [Detection(whole_image_box(gray), 1.0)]
+        return sorted(self.detector.detect(gray), key=lambda d: (d.box[0], d.box[1]))
 
     def ranked(self, p: np.ndarray) -> dict[str, float]:
         order = np.argsort(-p, kind="stable")
         return {self.model.labels[i]: float(p[i]) for i in order}
 
-    def _detect_and_crop(self, img) -> tuple[list[Box], list[np.ndarray]]:
-        boxes = self.boxes(img.gray)
-        return boxes, [crop_face(img.gray, b, self.model.config.crop) for b in boxes]
+    def _detect_and_crop(self, img) -> tuple[list[Detection], list[np.ndarray]]:
+        found = self.detections(img.gray)
+        spec = self.model.config.crop
+        return found, [crop_face(img.gray, d.box, spec, d.landmarks if self.align else None) for d in found]
 
-    def _faces_of(self, boxes: list[Box], probs, scale: float) -> list[Face]:
-        return [Face(_scaled(b, scale), self.ranked(p)) for b, p in zip(boxes, probs)]
+    def _faces_of(self, found: list[Detection], probs, scale: float) -> list[Face]:
+        return [Face(_scaled(d.box, scale), self.ranked(p), _scaled_points(d.landmarks, scale))
+                for d, p in zip(found, probs)]
 
     # many images -------------------------------------------------------------------------
     def get_files(self, paths: Iterable[str | os.PathLike], batch_faces: int = 64) -> Iterator[ImageResult]:
@@ -99,18 +121,19 @@ class Recognizer:
 
     def predict(self, sources: Iterable[str | os.PathLike | Source], every: int = 1,
                 annotate: str | os.PathLike | None = None, batch_faces: int = 64,
-                smoothing: float = 0.0) -> Iterator[ImageResult]:
+                smoothing: float = 0.0, draw_landmarks: bool = False) -> Iterator[ImageResult]:
         """Results for files, folders (expanded), videos (every `every`-th frame) and "-" (standard
         input), in input order; with `annotate`, a copy of each image and video with boxes and
         labels is written below that folder, mirroring the inputs' relative paths. The faces of a
         video are tracked (`Face.track_id`); `smoothing` in [0, 1) averages each track's
-        probabilities over time (exponential moving average)."""
+        probabilities over time (exponential moving average); `draw_landmarks` marks each face's
+        eyes, nose and mouth on the annotated copies."""
         from .annotate import Annotator
         from .tracking import FaceTracker
         if every < 1:
             raise MimikaError(f"every must be at least 1, got {every}")
         items = [x for s in sources for x in ([s] if isinstance(s, Source) else expand_inputs([s]))]
-        writer = Annotator(annotate, every=every) if annotate else None
+        writer = Annotator(annotate, every=every, landmarks=draw_landmarks) if annotate else None
         images: list[Source] = []
         for src in items + [None]:
             if src is None or src.video:
@@ -134,17 +157,17 @@ class Recognizer:
                     writer.close_video()
 
     def _stream(self, items, batch_faces: int) -> Iterator[ImageResult]:
-        pending: list[tuple[ImageResult, list[Box], list[np.ndarray], float]] = []
+        pending: list[tuple[ImageResult, list[Detection], list[np.ndarray], float]] = []
         n_crops = 0
         for result, load in items:
-            boxes, crops, scale = [], [], 1.0
+            found, crops, scale = [], [], 1.0
             try:
                 img = load()
                 result.notes, scale = list(img.notes), img.scale
-                boxes, crops = self._detect_and_crop(img)
+                found, crops = self._detect_and_crop(img)
             except MimikaError as e:
-                result.error, boxes, crops = str(e), [], []
-            pending.append((result, boxes, crops, scale))
+                result.error, found, crops = str(e), [], []
+            pending.append((result, found, crops, scale))
             n_crops += len(crops)
             if n_crops >= batch_faces or len(pending) >= batch_faces:
                 yield from self._classify_pending(pending)
@@ -155,8 +178,8 @@ class Recognizer:
         crops = [c for _, _, cs, _ in pending for c in cs]
         probs = self.model.predict_proba(np.stack(crops)) if crops else np.zeros((0, 0))
         i = 0
-        for result, boxes, cs, scale in pending:
-            result.faces = self._faces_of(boxes, probs[i:i + len(cs)], scale)
+        for result, found, cs, scale in pending:
+            result.faces = self._faces_of(found, probs[i:i + len(cs)], scale)
             i += len(cs)
             yield result
 
@@ -175,6 +198,10 @@ def _scaled(box: Box, scale: float) -> Box:
     if scale == 1.0:
         return tuple(int(v) for v in box)
     return tuple(int(round(v * scale)) for v in box)
+
+
+def _scaled_points(points, scale: float):
+    return None if points is None else tuple((x * scale, y * scale) for x, y in points)
 
 
 _default: dict[str, Recognizer] = {}

@@ -13,16 +13,21 @@ from typing import Iterable
 
 import numpy as np
 
-from .detection import Box
+from .boxes import Box
 from .errors import MimikaError
 
 Point = tuple[float, float]
+
+#: a face whose most likely emotion has a lower probability than this is flagged uncertain: with
+#: calibrated probabilities (the shipped models', `mimika calibrate`) the model then expects to be
+#: wrong about it more often than right
+UNCERTAIN_BELOW = 0.5
 
 
 @dataclass
 class Face:
     """One face: its box (x, y, w, h), each emotion's probability (most likely first), the
-    detector's landmarks when it gives them (image pixels, in `facedetect.LANDMARKS` order), and in
+    detector's landmarks when it gives them (image pixels, in `boxes.LANDMARKS` order), and in
     a video the id of the track it belongs to."""
 
     box: Box
@@ -38,8 +43,12 @@ class Face:
     def score(self) -> float:
         return next(iter(self.scores.values()))
 
+    @property
+    def uncertain(self) -> bool:
+        return self.score < UNCERTAIN_BELOW
+
     def to_dict(self) -> dict:
-        d = {"box": list(self.box), "label": self.label, "scores": dict(self.scores)}
+        d = {"box": list(self.box), "label": self.label, "uncertain": self.uncertain, "scores": dict(self.scores)}
         if self.landmarks is not None:
             d["landmarks"] = [[round(float(x), 1), round(float(y), 1)] for x, y in self.landmarks]
         if self.track_id is not None:
@@ -84,7 +93,8 @@ class ImageResult:
         lines = [f"{where}: {n} face{'s' if n != 1 else ''}"] + [f"  note: {note}" for note in self.notes]
         if not self.faces:
             return "\n".join(lines)
-        heads = [f"face {i}  box {','.join(str(v) for v in face.box)}" for i, face in enumerate(self.faces, 1)]
+        heads = [f"face {i}  box {','.join(str(v) for v in face.box)}" + ("  (uncertain)" if face.uncertain else "")
+                 for i, face in enumerate(self.faces, 1)]
         head_w = max(len(h) for h in heads) + 2
         label_w = max(len(label) for face in self.faces for label in face.scores) + 2
         for head, face in zip(heads, self.faces):
@@ -98,9 +108,10 @@ class ImageResult:
         base = {"file": self.file, "frame": self.frame, "time": None if self.time is None else round(self.time, 3)}
         if not self.faces:
             return [{**base, "face": None, "track": None, "x": None, "y": None, "w": None, "h": None, "label": None,
-                     "score": None, **dict.fromkeys(labels), "error": self.error}]
+                     "score": None, "uncertain": None, **dict.fromkeys(labels), "error": self.error}]
         return [{**base, "face": i, "track": f.track_id, "x": f.box[0], "y": f.box[1], "w": f.box[2], "h": f.box[3],
-                 "label": f.label, "score": f.score, **{name: f.scores.get(name) for name in labels},
+                 "label": f.label, "score": f.score, "uncertain": f.uncertain,
+                 **{name: f.scores.get(name) for name in labels},
                  "error": None} for i, f in enumerate(self.faces, 1)]
 
     def csv_rows(self, labels: list[str]) -> list[list[str]]:

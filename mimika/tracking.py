@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .detection import Box
+from .boxes import Box
 from .results import Face
 
 

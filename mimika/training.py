@@ -4,6 +4,15 @@ Runs a fixed number of epochs, or until the training loss changes by less than `
 consecutive epochs (bounded by `max_epochs`). After each epoch a checkpoint (checkpoint.py) can
 be written, from which a resumed run ends with the same weights as one never interrupted. The
 options are in options.py, the learning-rate schedule in schedules.py; this module keeps the loop.
+
+Under torchrun (distributed.py) every process runs this loop on its share of each minibatch: all
+ranks draw the same permutation from the run's seeded generator, cut it into global batches of
+`batch_size`, and rank r takes every W-th face of each (`batch[r::W]`), the partition a
+`DistributedSampler` makes, without its padding; DistributedDataParallel averages the gradients,
+and each rank's loss is scaled so that the average is the global batch's mean gradient. A run of W
+processes therefore takes the steps a one-process run takes with the same batch size, up to float
+summation order, the ranks' own dropout and augmentation draws, and batch-norm statistics, which
+stay per rank (PyTorch synchronises them on GPUs only; the running statistics are rank 0's).
 """
 
 from __future__ import annotations
@@ -21,20 +30,30 @@ import torch
 from torch import nn
 
 from . import checkpoint as checkpoints
+from . import distributed
 from .augment import augment
 from .checkpoint import EpochStats, TrainingState
 from .datasets import FaceSet
 from .errors import MimikaError
 from .model import Model
-from .options import TrainOptions
+from .options import TrainOptions, fixed_options
 from .progress import progress
 from .schedules import check_schedule, learning_rate
 
 __all__ = ["EpochStats", "TrainOptions", "Trainer", "evaluate_loss", "history_json"]
 
 
-def _autocast(bf16: bool):
-    return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+def _autocast(device: str, dtype: torch.dtype | None):
+    return torch.autocast(device.split(":")[0], dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def _amp_dtype(device: str, on: bool) -> torch.dtype | None:
+    """The autocast type: bf16, or float16 on GPUs without bf16 (with loss scaling), or none."""
+    if not on:
+        return None
+    if device.startswith("cuda") and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
 
 
 def _layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -45,17 +64,28 @@ def save_dtype(options: TrainOptions) -> str:
     return "float16" if options.half else "float32"
 
 
-def evaluate_loss(model: Model, data: FaceSet, options: TrainOptions | None = None) -> tuple[float, float]:
+def evaluate_loss(model: Model, data: FaceSet, options: TrainOptions | None = None,
+                  world: distributed.World | None = None) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of the weights as they will be saved (float16 when the run
     saves float16), computed as prediction computes them (float32, the model's test-time
-    augmentation): the figure `mimika evaluate` gives for the saved file."""
+    augmentation): the figure `mimika evaluate` gives for the saved file. With a `world` of several
+    processes, each scores every W-th face and the sums are shared."""
     o = options or TrainOptions()
+    world = world or distributed.World()
     if len(data) == 0:
         return float("nan"), float("nan")
-    p = model.rounded(save_dtype(o)).predict_proba(data.relabel(model.labels).faces)
-    y = data.relabel(model.labels).y
-    loss = float(-np.log(np.maximum(p[np.arange(len(y)), y], 1e-12)).mean())
-    return loss, float((p.argmax(1) == y).mean())
+    data = data.relabel(model.labels)
+    rounded = model.rounded(save_dtype(o))
+    if world.size == 1:
+        p = distributed.predict_proba(rounded, data.faces, world.device)
+        loss = float(-np.log(np.maximum(p[np.arange(len(data.y)), data.y], 1e-12)).mean())
+        return loss, float((p.argmax(1) == data.y).mean())
+    mine = np.arange(world.rank, len(data), world.size)
+    p = distributed.predict_proba(rounded, data.faces[mine], world.device) if len(mine) else np.zeros((0, 1))
+    y = data.y[mine]
+    loss_sum, correct = distributed.all_sum([float(-np.log(np.maximum(p[np.arange(len(y)), y], 1e-12)).sum()),
+                                             float((p.argmax(1) == y).sum()) if len(y) else 0.0], world)
+    return loss_sum / len(data), correct / len(data)
 
 
 class Trainer:
@@ -71,37 +101,83 @@ class Trainer:
         self.val_set = val_set.relabel(model.labels) if val_set is not None and len(val_set) else None
         self.checkpoint = Path(checkpoint) if checkpoint else None
         o = self.options
+        self.world = world = distributed.join(o.device)
+        if not world.writer:  # rank 0 reports the run
+            self.log = lambda line: None
+        if world.size > 1 and o.batch_size < world.size:
+            raise MimikaError(f"a batch of {o.batch_size} faces cannot be shared by {world.size} processes "
+                              "(--batch-size is the global batch: at least one face per process)")
         if o.bf16 is None:
             from .nets import get_architecture
-            o.bf16 = get_architecture(model.config.arch).train_bf16
+            o.bf16 = world.cuda or get_architecture(model.config.arch).train_bf16
         check_schedule(o)
-        torch.manual_seed(o.seed)
-        self.rng = np.random.default_rng(o.seed)
+        torch.manual_seed(distributed.rank_seed(o.seed, world.rank))
+        self.rng = np.random.default_rng(o.seed)  # the same on every rank: one permutation per epoch
+        model.net.to(world.device)
         if o.channels_last:
             model.net.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.SGD(model.net.parameters(), lr=o.lr, momentum=o.momentum, nesterov=True,
                                          weight_decay=o.weight_decay)
-        self.state = TrainingState(history=[], best=None)
+        self.amp = _amp_dtype(world.device, o.bf16)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp == torch.float16 else None
+        self.state = TrainingState(history=[], best=None, world_size=world.size)
         self.fingerprint = checkpoints.data_fingerprint(self.train_set)
+        self.ddp = None  # DistributedDataParallel around the network while run() runs, on several processes
 
     @property
     def history(self) -> list[EpochStats]:
         return self.state.history
 
     def save_checkpoint(self, path: str | os.PathLike) -> None:
+        """Every rank hands in its random states; rank 0 writes."""
+        w = self.world
+        rank_rng = {}
+        if w.size > 1:
+            rank_rng["torch"] = distributed.all_gather(torch.get_rng_state().numpy(), w)
+        if w.cuda:
+            rank_rng["cuda"] = distributed.all_gather(torch.cuda.get_rng_state(w.device).numpy(), w)
+        self.state.rank_rng, self.state.world_size = rank_rng or None, w.size
+        self.state.scaler = self.scaler.state_dict() if self.scaler else None
+        if not w.writer:
+            return
         try:
             checkpoints.save(path, self.model, self.optimizer, self.options, self.state, self.rng, self.fingerprint)
         except MimikaError as e:
             raise MimikaError(f"{e}; training stopped after epoch {len(self.history)}") from None
 
     def restore(self, path: str | os.PathLike) -> None:
-        """Continue the run saved in `path` (same model, data and fixed options)."""
-        self.state = checkpoints.restore(path, self.model, self.optimizer, self.options, self.rng, self.fingerprint)
-        self.log(f"resumed {path} after epoch {len(self.history)}")
+        """Continue the run saved in `path` (same model, data and fixed options). Rank 0 reads the
+        file and sends it to the others, so all ranks continue from the same bytes."""
+        w = self.world
+        if w.size == 1:
+            self.state = checkpoints.restore(path, self.model, self.optimizer, self.options, self.rng,
+                                             self.fingerprint)
+        else:
+            blob = distributed.bytes_from_rank0(lambda: _read_checkpoint(path), w)
+            self.state = _restore_bytes(blob, path, self)
+        saved = self.state.world_size
+        rows = self.state.rank_rng or {}
+        if "torch" in rows and w.rank < len(rows["torch"]):
+            torch.set_rng_state(torch.from_numpy(rows["torch"][w.rank].copy()))
+        elif w.rank > 0:  # a rank the saved run did not have: a stream of its own
+            torch.manual_seed(distributed.rank_seed(self.options.seed + len(self.history), w.rank))
+        if w.cuda and "cuda" in rows and w.rank < len(rows["cuda"]):
+            torch.cuda.set_rng_state(torch.from_numpy(rows["cuda"][w.rank].copy()), w.device)
+        if self.scaler and self.state.scaler:
+            self.scaler.load_state_dict(self.state.scaler)
+        note = ""
+        if saved != w.size:
+            note = (f" (written by a {saved}-process run, continued with {w.size}: each batch of "
+                    f"{self.options.batch_size} is shared by {w.size} instead of {saved}, so the run takes the same "
+                    "steps up to float rounding, the processes' own dropout and augmentation draws and batch-norm "
+                    f"statistics, not bit for bit as with {saved})")
+        self.state.world_size = w.size
+        self.log(f"resumed {path} after epoch {len(self.history)}{note}")
 
     def train_epoch(self) -> float:
-        o, net, data = self.options, self.model.net, self.train_set
-        net.train()
+        o, data, w = self.options, self.train_set, self.world
+        net = self.ddp or self.model.net
+        self.model.net.train()
         use_soft = o.soft_labels and data.soft is not None
         loss_fn = nn.CrossEntropyLoss(reduction="sum", label_smoothing=o.label_smoothing)
         perm = self.rng.permutation(len(data))
@@ -112,18 +188,31 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = learning_rate(o, epoch, k, len(batches))
             idx = np.sort(perm[i:i + o.batch_size])
-            y = torch.from_numpy(data.soft[idx] if use_soft else data.y[idx])
-            x = self.model.to_input(data.faces[idx])
+            share = len(idx) / w.size  # DDP averages over the ranks: each rank's sum / share -> the batch mean
+            mine, weight = idx[w.rank::w.size], 1.0
+            if len(mine) == 0:  # a last batch smaller than the ranks: a face that counts for nothing
+                mine, weight = idx[:1], 0.0
+            y = torch.from_numpy(data.soft[mine] if use_soft else data.y[mine]).to(w.device)
+            x = self.model.to_input(data.faces[mine])
             if o.augment:
-                x = augment(x)
-            with _autocast(o.bf16):
-                logits = net(_layout(x, o.channels_last)).float()
+                x = augment(x)  # on the CPU, from its checkpointed generator
+            with _autocast(w.device, self.amp):
+                logits = net(_layout(x.to(w.device), o.channels_last)).float()
             loss = loss_fn(logits, y)
+            if weight != 1.0:
+                loss = loss * weight
             self.optimizer.zero_grad(set_to_none=True)
-            (loss / len(idx)).backward()
-            self.optimizer.step()
+            if self.scaler:
+                self.scaler.scale(loss / share).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                (loss / share).backward()
+                self.optimizer.step()
             total += float(loss.detach())
-        net.eval()
+        self.model.net.eval()
+        if w.size > 1:
+            total, = distributed.all_sum([total], w)
         return total / len(data)
 
     def done(self) -> bool:
@@ -135,7 +224,37 @@ class Trainer:
         return len(h) >= 2 and abs(h[-1].train_loss - h[-2].train_loss) < o.tol
 
     def run(self) -> list[EpochStats]:
-        o = self.options
+        """Train until done; the network ends on the CPU in the usual memory layout, whatever the
+        device. When another process of the run dies, one line says where to continue from."""
+        try:
+            return self._run()
+        except Exception as e:
+            if self.world.size == 1 or not distributed.is_peer_error(e):
+                raise
+            distributed.hold_stop_signal()
+            where = ("" if not self.world.writer else checkpoints.describe(self.checkpoint) if self.checkpoint
+                     else "No checkpoint was kept (--checkpoint FILE keeps one after every epoch).")
+            line = str(e) if isinstance(e, distributed.PeerLost) else (
+                f"another process of the run ended ({distributed._first_line(e)})")
+            raise MimikaError(f"{line} in epoch {len(self.history) + 1}. {where}".strip()) from None
+        finally:
+            self.ddp = None  # releases its hooks on the network's parameters
+            self.model.net.to("cpu").to(memory_format=torch.contiguous_format)
+
+    def _run(self) -> list[EpochStats]:
+        o, w = self.options, self.world
+        self.model.net.to(w.device)
+        if o.channels_last:
+            self.model.net.to(memory_format=torch.channels_last)
+        if w.group:
+            from torch.nn.parallel import DistributedDataParallel
+            fixed = {k: getattr(o, k) for k in fixed_options()}
+            distributed.check_same(f"{self.fingerprint} {self.model.labels} {self.model.config.arch} {fixed}", w,
+                                   "training data or settings")
+            with distributed.collective("starting (the processes compare their networks)"):
+                # gradients as views of DDP's buckets: one copy less per step (bench/scale.py: about 5% on 2 cores)
+                self.ddp = DistributedDataParallel(self.model.net, device_ids=[w.local_rank] if w.cuda else None,
+                                                   gradient_as_bucket_view=True)
         while not self.done():
             t0 = time.perf_counter()
             train_loss = self.train_epoch()
@@ -144,7 +263,7 @@ class Trainer:
                                   "lower the learning rate")
             val_loss = val_acc = None
             if self.val_set is not None:
-                val_loss, val_acc = evaluate_loss(self.model, self.val_set, o)
+                val_loss, val_acc = evaluate_loss(self.model, self.val_set, o, self.world)
                 if o.keep_best and (self.state.best is None or val_acc > self.state.best[0]):
                     self.state.best = (val_acc, len(self.history) + 1,
                                        {k: v.detach().clone() for k, v in self.model.net.state_dict().items()})
@@ -161,8 +280,27 @@ class Trainer:
             self.model.net.load_state_dict(self.state.best[2])
             self.log(f"kept the weights of epoch {self.state.best[1]} (best validation accuracy "
                      f"{self.state.best[0]:.4f})")
-        self.model.net.to(memory_format=torch.contiguous_format)
         return self.history
+
+
+def _read_checkpoint(path: str | os.PathLike) -> bytes:
+    path = Path(path)
+    if not path.is_file():
+        raise MimikaError(f"{path}: no such {checkpoints.WHAT}")
+    return path.read_bytes()
+
+
+def _restore_bytes(blob: bytes, path: str | os.PathLike, trainer: "Trainer") -> TrainingState:
+    """Restore from the checkpoint's bytes (as rank 0 read them), with messages naming `path`."""
+    import tempfile
+    with tempfile.TemporaryDirectory(prefix="mimika-resume-") as tmp:
+        copy = Path(tmp) / Path(path).name
+        copy.write_bytes(blob)
+        try:
+            return checkpoints.restore(copy, trainer.model, trainer.optimizer, trainer.options, trainer.rng,
+                                       trainer.fingerprint)
+        except MimikaError as e:
+            raise MimikaError(str(e).replace(str(copy), str(path))) from None
 
 
 def history_json(history: list[EpochStats]) -> str:

@@ -223,10 +223,14 @@ def test_gzip_cut_short_and_gzip_bomb(tmp_path, monkeypatch):
     assert "Compressed file ended" in str(e.value) or "end-of-stream" in str(e.value)
     import mimika.datasets.fer2013 as fer
     monkeypatch.setattr(fer, "MAX_TEXT_BYTES", 1 << 20)  # the real cap is 2 GiB; the mechanism is the same
-    bomb = tmp_path / "bomb.csv.gz"
-    bomb.write_bytes(gzip.compress(b"emotion,pixels,Usage\n0," + b"0" * (8 << 20)))
-    with pytest.raises(MimikaError, match="bomb.csv.gz: .*(decompression bomb|field larger)"):
+    bomb = tmp_path / "bomb.csv.gz"  # many rows, more text than a FER CSV holds
+    bomb.write_bytes(gzip.compress(b"emotion,pixels,Usage\n" + f"0,{GOOD_PIXELS},Training\n".encode() * 400))
+    with pytest.raises(MimikaError, match="bomb.csv.gz: line .*decompression bomb"):
         read_fer2013_csv(bomb)
+    endless = tmp_path / "endless.csv.gz"  # one line that never ends
+    endless.write_bytes(gzip.compress(b"emotion,pixels,Usage\n0," + b"0" * (8 << 20)))
+    with pytest.raises(MimikaError, match="endless.csv.gz: line 2: a line longer than"):
+        read_fer2013_csv(endless)
 
 
 @pytest.mark.parametrize("votes, message", [

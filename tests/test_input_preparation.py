@@ -144,30 +144,33 @@ def test_empty_training_folder(tmp_path):
 def test_detector_presets_and_overrides(astronaut_bgr, tmp_path):
     from mimika.detection import PRESETS, get_detector
     gray = cv2.cvtColor(astronaut_bgr, cv2.COLOR_BGR2GRAY)
-    for name in ("default", "thorough", "fast", "baseline"):
+    for name in ("cnn", "cnn-fast", "haar", "haar-thorough", "haar-fast", "haar-baseline"):
         (x, y, w, h), = PRESETS[name](gray)
         assert abs(x + w / 2 - ASTRONAUT_FACE_CENTER[0]) < 40
-    assert get_detector("fast", min_size=60).min_size == 60 and get_detector("fast", min_size=None).min_size == 48
-    small = cv2.resize(gray, (200, 200), interpolation=cv2.INTER_AREA)  # face ~40 px: below fast's 48
-    assert len(PRESETS["default"](small)) == 1 and PRESETS["fast"](small) == []
+    assert get_detector("haar-fast", min_size=60).min_size == 60 and get_detector("haar-fast", min_size=None).min_size == 48
+    small = cv2.resize(gray, (200, 200), interpolation=cv2.INTER_AREA)  # face ~40 px: below haar-fast's 48
+    assert len(PRESETS["haar"](small)) == 1 and PRESETS["haar-fast"](small) == []
     # trust: candidates with that many votes skip the second look; trust 1 = no second look at all
     from dataclasses import replace
     big = cv2.resize(gray, None, fx=1.5, fy=1.5)  # the coarse pass finds the face and a false candidate
-    unverified = replace(PRESETS["default"], verify=0)(big)
-    assert len(unverified) == 2 and replace(PRESETS["default"], trust=1)(big) == unverified
-    (x, y, w, h), = PRESETS["default"](big)  # the weakly backed false one still gets the second look
+    unverified = replace(PRESETS["haar"], verify=0)(big)
+    assert len(unverified) == 2 and replace(PRESETS["haar"], trust=1)(big) == unverified
+    (x, y, w, h), = PRESETS["haar"](big)  # the weakly backed false one still gets the second look
     assert abs(x + w / 2 - 1.5 * ASTRONAUT_FACE_CENTER[0]) < 40
     smaller = cv2.resize(gray, (160, 160), interpolation=cv2.INTER_AREA)  # face ~32 px: only thorough's
-    assert len(PRESETS["thorough"](smaller)) == 1 and PRESETS["default"](smaller) == []
+    assert len(PRESETS["haar-thorough"](smaller)) == 1 and PRESETS["haar"](smaller) == []
     # a shipped cascade by file name, a user's cascade by path
-    assert len(get_detector("default", cascade="haarcascade_frontalface_alt.xml")(gray)) == 1
+    assert len(get_detector("haar", cascade="haarcascade_frontalface_alt.xml")(gray)) == 1
     with pytest.raises(MimikaError, match="nope.xml: no such cascade file"):
-        get_detector("default", cascade=str(Path("nowhere") / "nope.xml"))
+        get_detector("haar", cascade=str(Path("nowhere") / "nope.xml"))
     with pytest.raises(MimikaError, match="nope.xml: no such cascade file, nor one OpenCV ships"):
-        get_detector("default", cascade="nope.xml")
+        get_detector("haar", cascade="nope.xml")
     for junk in (b"junk", b"<?xml version='1.0'?><opencv_storage></opencv_storage>"):
         (tmp_path / "junk.xml").write_bytes(junk)
         with pytest.raises(MimikaError, match="junk.xml: not an OpenCV cascade file"):
-            get_detector("fast", cascade=str(tmp_path / "junk.xml"))
+            get_detector("haar-fast", cascade=str(tmp_path / "junk.xml"))
     with pytest.raises(MimikaError, match="unknown detector"):
         get_detector("nope")
+    with pytest.raises(MimikaError, match="scale_factor: not a setting of the cnn detector"):
+        get_detector("cnn", scale_factor=1.2)
+    assert get_detector("default") == PRESETS["cnn"] and get_detector("cnn", min_size=40).min_size == 40

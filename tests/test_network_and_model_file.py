@@ -173,3 +173,13 @@ def test_encrypted_and_unsupported_zip_entries(tmp_path):
     for name in ("enc.npz", "method.npz"):
         with pytest.raises(MimikaError, match="not a mimika model file or damaged"):
             Model.load(tmp_path / name)
+
+
+def test_a_changed_label_list_is_damage_too(tmp_path):
+    from mimika.config import MODEL_FORMAT
+    from mimika.container import read_container
+    path = create_model("seed", seed=0).save(tmp_path / "m.npz")
+    meta, arrays = read_container(path, MODEL_FORMAT)
+    meta["model"]["labels"] = meta["model"]["labels"][::-1]  # the same weights, other answers
+    with pytest.raises(MimikaError, match="damaged model file"):
+        Model.load(_npz_with(tmp_path, "swapped.npz", meta, arrays))

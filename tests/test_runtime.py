@@ -163,7 +163,7 @@ def _mutated(src, out, mutate, keep_checksum=True):
     proto = onnx.load(str(src))
     mutate(proto)
     if not keep_checksum:
-        kept = [p for p in proto.metadata_props if p.key != "mimika_graph_sha256"]
+        kept = [p for p in proto.metadata_props if p.key != "mimika_sha256"]
         del proto.metadata_props[:]
         proto.metadata_props.extend(kept)
     out.write_bytes(proto.SerializeToString())
@@ -223,5 +223,7 @@ def test_onnx_without_config_or_with_wrong_config(small_onnx, tmp_path):
                 conf = json.loads(p.value)
                 conf["labels"] = conf["labels"][:3]
                 p.value = json.dumps(conf)
-    with pytest.raises(MimikaError, match="output has shape"):
+    with pytest.raises(MimikaError, match="damaged model file"):  # the checksum covers the config too
         OnnxModel(_mutated(small_onnx, tmp_path / "labels.onnx", bad_labels))
+    with pytest.raises(MimikaError, match="output has shape"):  # and without one, the probe catches it
+        OnnxModel(_mutated(small_onnx, tmp_path / "labels2.onnx", bad_labels, keep_checksum=False))

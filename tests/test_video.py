@@ -48,3 +48,15 @@ def test_smoothing_averages_a_tracks_probabilities():
     t.update([Face((0, 0, 50, 50), {"happiness": 0.9, "sadness": 0.1})])
     face, = t.update([Face((2, 0, 50, 50), {"sadness": 0.9, "happiness": 0.1})])
     assert abs(face.scores["happiness"] - 0.5) < 1e-9 and abs(sum(face.scores.values()) - 1) < 1e-9
+
+
+def test_csv_track_ids_and_a_timeline(astronaut_bgr, tmp_path, capsys):
+    import csv
+    import io
+    clip = two_face_clip(tmp_path / "two.avi", astronaut_bgr, frames=6)
+    png = tmp_path / "timeline.png"
+    assert main(["predict", str(clip), "--csv", "--every", "2", "--timeline", str(png), "--smooth", "0.5"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [(r["frame"], r["track"]) for r in rows] == [("0", "1"), ("0", "2"), ("2", "1"), ("2", "2"),
+                                                        ("4", "1"), ("4", "2")]
+    assert cv2.imread(str(png)).shape[0] > 300  # one panel per tracked face

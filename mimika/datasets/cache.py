@@ -19,7 +19,7 @@ import numpy as np
 from ..container import read_container, write_container
 from .faceset import FaceSet
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the detector that cropped the faces is kept
 FORMAT = "mimika-faces"  # a cache entry is not a model file, and cannot be loaded as one
 
 
@@ -42,14 +42,15 @@ def _save(path: Path, data: FaceSet) -> None:
         arrays["splits"] = data.splits.astype(str)
     if data.soft is not None:
         arrays["soft"] = data.soft
-    write_container(path, FORMAT, {"faceset": {"labels": data.labels, "skipped": data.skipped, "notes": data.notes}}, arrays)
+    write_container(path, FORMAT, {"faceset": {"labels": data.labels, "skipped": data.skipped, "notes": data.notes,
+                                               "detector": data.detector}}, arrays)
 
 
 def _load(path: Path) -> FaceSet:
     meta, a = read_container(path, FORMAT, "face cache")
     m = meta["faceset"]
     return FaceSet(a["faces"], a["y"], m["labels"], a["subjects"], a["sources"].tolist(), m["skipped"],
-                   m["notes"], a.get("splits"), a.get("soft"))
+                   m["notes"], a.get("splits"), a.get("soft"), m.get("detector", ""))
 
 
 def cached(key: dict, build: Callable[[], FaceSet], log: Callable[[str], None] | None = None) -> FaceSet:

@@ -49,9 +49,10 @@ def peak_frames(frames: list[Path], fraction: float) -> list[Path]:
 
 def load_ckplus(datadir: str | os.PathLike, labeldir: str | os.PathLike | None = None,
                 spec: CropSpec = CropSpec(), crop: str = "detect", fraction: float = 0.3,
-                detector=None) -> FaceSet:
+                detector=None, with_neutral: bool = False) -> FaceSet:
     """Labelled CK+ frames as face crops. `datadir` is the image tree, or the folder holding
-    both trees when `labeldir` is not given."""
+    both trees when `labeldir` is not given. `with_neutral` adds the first frame of every sequence
+    (labelled or not: a sequence starts from a neutral face) as "neutral": the 8-class protocol."""
     datadir = Path(datadir)
     if labeldir is None:
         if not is_ckplus_root(datadir):
@@ -67,6 +68,11 @@ def load_ckplus(datadir: str | os.PathLike, labeldir: str | os.PathLike | None =
     for seq in sorted(p for p in datadir.glob("*/*") if p.is_dir()):
         rel = seq.relative_to(datadir)
         label_files = sorted((labeldir / rel).glob("*_emotion.txt")) if (labeldir / rel).is_dir() else []
+        if with_neutral:
+            first = sorted(f for f in seq.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)[:1]
+            files += first
+            names += ["neutral"] * len(first)
+            subjects += [rel.parts[0]] * len(first)
         if not label_files:
             continue  # unlabelled sequence
         found = {read_emotion_file(f) for f in label_files}
@@ -77,6 +83,8 @@ def load_ckplus(datadir: str | os.PathLike, labeldir: str | os.PathLike | None =
         if not frames:
             raise MimikaError(f"{seq}: labelled sequence has no image frames")
         for f in peak_frames(frames, fraction):
+            if with_neutral and f == frames[0]:
+                continue  # a one-frame sequence: its frame is already there, as neutral
             files.append(f)
             names.append(label)
             subjects.append(rel.parts[0])

@@ -36,6 +36,7 @@ class FaceSet:
     notes: list[str] = field(default_factory=list)
     splits: np.ndarray | None = None  # per face: the dataset's own split name (FER2013 Usage)
     soft: np.ndarray | None = None  # N x len(labels) target distributions (FER+ votes)
+    detector: str = ""  # the detector that cropped the faces ("" for faces taken whole), recorded in models
 
     def __len__(self) -> int:
         return len(self.y)
@@ -45,7 +46,7 @@ class FaceSet:
         return FaceSet(self.faces[idx], self.y[idx], list(self.labels), self.subjects[idx],
                        [self.sources[i] for i in idx], list(self.skipped), list(self.notes),
                        None if self.splits is None else self.splits[idx],
-                       None if self.soft is None else self.soft[idx])
+                       None if self.soft is None else self.soft[idx], self.detector)
 
     def split(self, name: str) -> "FaceSet":
         """The faces of one of the dataset's own splits (FER2013: Training, PublicTest, PrivateTest)."""

@@ -66,7 +66,7 @@ def _rows(path: Path):
             stream = gzip.GzipFile(fileobj=raw, mode="rb") if gz else raw
             text = io.TextIOWrapper(io.BufferedReader(_Capped(stream, MAX_TEXT_BYTES)), encoding="utf-8-sig",
                                     newline="")
-            reader = csv.reader(text, strict=True)
+            reader = csv.reader(_bounded_lines(text), strict=True)
             for fields in reader:
                 line = reader.line_num
                 yield line, fields
@@ -76,6 +76,18 @@ def _rows(path: Path):
         # EOFError: a gzip cut short; csv.Error: NUL bytes, a field too long, an unclosed quote
         why = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
         raise MimikaError(f"{path}: line {line + 1}: {why}") from None
+
+
+def _bounded_lines(text):
+    """The lines of a text stream, each read with a bound: a line longer than a FER row (a file with
+    no line ends, a decompression bomb) fails instead of filling memory."""
+    while True:
+        line = text.readline(MAX_FIELD + 1)
+        if not line:
+            return
+        if len(line) > MAX_FIELD and not line.endswith("\n"):
+            raise ValueError(f"a line longer than {MAX_FIELD} characters: not a FER CSV row")
+        yield line
 
 
 def _parse_pixels(path: Path, lines: list[int], fields: list[str]) -> np.ndarray:
@@ -223,6 +235,6 @@ def is_ferplus_csv(path: Path) -> bool:
             gz = f.read(2) == b"\x1f\x8b"
         with (gzip.open if gz else open)(path, "rb") as f:
             first = f.readline(200).decode("utf-8", "replace")
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zlib.error) as e:
         raise MimikaError(f"{path}: cannot read ({e})") from None
     return first.lstrip("\ufeff").startswith("Usage,Image name")

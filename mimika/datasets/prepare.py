@@ -25,6 +25,11 @@ def dataset_detector(detector: HaarDetector | None = None) -> HaarDetector:
     return detector or PRESETS[DATASET_DETECTOR]
 
 
+def detector_name(detector) -> str:
+    """A detector's preset name, or its full settings when it is no preset: what a model records."""
+    return next((name for name, preset in PRESETS.items() if preset == detector), repr(detector))
+
+
 def check_crop_mode(crop: str) -> str:
     if crop not in CROP_MODES:
         raise MimikaError(f"crop must be 'detect' or 'whole', got {crop!r}")

@@ -19,7 +19,7 @@ from .ckplus import is_ckplus_root, load_ckplus
 from .faceset import FaceSet
 from .fer2013 import fer_pixels_beside, is_fer_csv, is_ferplus_csv, load_fer2013, load_ferplus
 from .folders import load_class_folders
-from .prepare import dataset_detector, resize_set
+from .prepare import dataset_detector, detector_name, resize_set
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,8 @@ LAYOUTS: list[Layout] = [
            lambda p, spec, crop, det, _: resize_set(load_fer2013(p), spec, crop, det), "whole",
            lambda p, _: [p], "fer2013.csv or .csv.gz"),
     Layout("ckplus", lambda p, labeldir: labeldir is not None or is_ckplus_root(p),
-           lambda p, spec, crop, det, labeldir: load_ckplus(p, labeldir, spec, crop=crop, detector=det), "detect",
+           lambda p, spec, crop, det, labeldir, with_neutral=False: load_ckplus(
+               p, labeldir, spec, crop=crop, detector=det, with_neutral=with_neutral), "detect",
            lambda p, labeldir: _tree(p if labeldir is None else p.parent, labeldir),
            "a CK+ folder (cohn-kanade-images/ and Emotion/), or --data IMAGES --labels EMOTION"),
     Layout("folders", lambda p, _: p.is_dir(),
@@ -63,11 +64,12 @@ def find_layout(path: Path, labeldir: Path | None = None) -> Layout:
 
 def load_dataset(path: str | os.PathLike, spec: CropSpec, crop: str = "auto",
                  labeldir: str | os.PathLike | None = None, detector=None, use_cache: bool = True,
-                 log: Callable[[str], None] | None = None) -> FaceSet:
+                 log: Callable[[str], None] | None = None, with_neutral: bool = False) -> FaceSet:
     """Load any supported layout (`LAYOUTS`), prepared for a model's crop `spec`.
 
     crop: "detect" finds the face in each image, "whole" takes the image as the face, "auto" is the
-    layout's default (detect on CK+ frames, whole for pre-cropped sets). Prepared faces are cached.
+    layout's default (detect on CK+ frames, whole for pre-cropped sets). `with_neutral` (CK+ only)
+    adds each sequence's first frame as neutral. Prepared faces are cached.
     """
     p = Path(path)
     if not p.exists():
@@ -78,10 +80,14 @@ def load_dataset(path: str | os.PathLike, spec: CropSpec, crop: str = "auto",
     detector = dataset_detector(detector)
 
     def build() -> FaceSet:
-        return layout.load(p, spec, mode, detector, labels)
+        data = layout.load(p, spec, mode, detector, labels, **({"with_neutral": True} if with_neutral else {}))
+        data.detector = detector_name(detector) if mode == "detect" else ""
+        return data
     if not use_cache:
         return build()
-    key = {"kind": layout.name, "path": str(p.resolve()), "labeldir": str(labeldir),
+    if with_neutral and layout.name != "ckplus":
+        raise MimikaError(f"{p}: neutral first frames are a CK+ option; this is a {layout.name} set")
+    key = {"kind": layout.name, "path": str(p.resolve()), "labeldir": str(labeldir), "with_neutral": with_neutral,
            "files": files_signature(layout.files(p, labels)), "spec": spec.to_dict(), "crop": mode,
            "detector": repr(detector)}
     return cached(key, build, log)

@@ -1,0 +1,27 @@
+"""What a face detector returns: boxes, and detections with a score and landmarks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+Box = tuple[int, int, int, int]  # x, y, width, height in pixels
+Point = tuple[float, float]
+
+#: the order of `Detection.landmarks`: the person's own right and left (for a frontal face the
+#: right eye is on the image's left), as CenterFace outputs them
+LANDMARKS = ("right_eye", "left_eye", "nose_tip", "right_mouth_corner", "left_mouth_corner")
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One face: its box (x, y, w, h; a square framed like a Haar box), the detector's confidence,
+    and the `LANDMARKS` as (x, y) image pixels (None from a detector that gives none: Haar)."""
+
+    box: Box
+    score: float
+    landmarks: tuple[Point, ...] | None = None
+
+
+def largest(boxes: list[Box]) -> Box | None:
+    """The biggest box: the face of a single-face image such as a dataset frame."""
+    return max(boxes, key=lambda b: b[2] * b[3]) if boxes else None

@@ -1,0 +1,216 @@
+"""Recognition for the server: the models and detectors of one worker process, loaded once and
+shared by its threads, over `mimika.recognition.Recognizer` (nothing here recognizes by itself).
+
+Thread safety: ONNX Runtime sessions (the models, the CNN face detector) may `run` from several
+threads at once; OpenCV's CascadeClassifier may not (it keeps per-call buffers), and all Haar
+presets share their cascade objects (cached by file), so every Haar detector runs under one lock
+per process. Decoding is serialized by `mimika.images` itself (it redirects fd 2).
+A model's test-time augmentation lives in its config, so a request that asks for another one
+gets its own copy of the model, never a changed shared one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import cv2
+
+from ..config import DEFAULT_MODEL, Predictor, shipped_models
+from ..detection import DEFAULT_DETECTOR, PRESETS, HaarDetector, get_detector
+from ..errors import MimikaError
+from ..images import read_color
+from ..recognition import Recognizer
+from ..results import ImageResult
+from ..runtime import load_predictor
+from .settings import ServeSettings
+
+TTA_CHOICES = ("model", "none", "flip")
+FORMATS = {"jpeg": (".jpg", "image/jpeg"), "png": (".png", "image/png")}
+
+
+class NotFound(MimikaError):
+    """A model name the server does not serve (HTTP 404)."""
+
+
+class BadImage(MimikaError):
+    """The uploaded bytes are not an image the server takes (HTTP 400)."""
+
+
+@dataclass(frozen=True)
+class Options:
+    """What a request may choose; None: the server's default."""
+
+    model: str | None = None
+    detector: str | None = None
+    tta: str = "model"  # model: what the model file says; none; flip
+    landmarks: bool = True  # keep each face's landmarks (detectors that find them)
+    format: str = "jpeg"  # annotate: the image format answered
+
+
+class _Serialized:
+    """A detector that runs in one thread at a time (see the module docstring): boxes by calling
+    it, `Detection`s by `detect`, as any detector."""
+
+    def __init__(self, detector, lock: threading.Lock):
+        self.detector, self.lock = detector, lock
+
+    def __call__(self, gray):
+        with self.lock:
+            return self.detector(gray)
+
+    def detect(self, gray):
+        with self.lock:
+            return self.detector.detect(gray)
+
+
+class Engine:
+    """The models and detectors of one worker process."""
+
+    def __init__(self, settings: ServeSettings):
+        self.settings = settings
+        self.sources: dict[str, str] = {name: name for name in shipped_models()}  # served name -> load_predictor arg
+        if settings.model and settings.model not in self.sources:  # a model file: served under its stem
+            self.sources[Path(settings.model).stem] = settings.model
+        self.default_model = Path(settings.model).stem if settings.model else DEFAULT_MODEL
+        if self.default_model not in self.sources:
+            raise NotFound(f"unknown model {self.default_model!r}")
+        self.default_detector = _preset(settings.detector)
+        self.cpu_threads = settings.threads_per_recognition
+        self._predictors: dict[tuple[str, str], Predictor] = {}
+        self._detectors: dict[str, object] = {}
+        self._recognizers: dict[tuple[str, str, str], Recognizer] = {}
+        self._loading = threading.Lock()
+        self._haar_lock = threading.Lock()
+        self._info: list[dict] | None = None
+
+    # loading ------------------------------------------------------------------------------
+    def load_defaults(self) -> None:
+        """Load the default model and detector now (at worker start), not at the first request."""
+        self.recognizer(Options())
+
+    def model_name(self, name: str | None) -> str:
+        name = self.default_model if name is None else name
+        if name not in self.sources:
+            raise NotFound(f"unknown model {name!r}; models: {', '.join(sorted(self.sources))}")
+        return name
+
+    def predictor(self, name: str, tta: str = "model") -> Predictor:
+        with self._loading:
+            base = self._predictors.get((name, "model"))
+            if base is None:
+                base = load_predictor(self.sources[name], threads=self.cpu_threads)
+                self._predictors[(name, "model")] = base
+            mode = base.config.tta if tta == "model" else ("" if tta == "none" else tta)
+            if mode == base.config.tta:
+                return base
+            if (name, mode) not in self._predictors:
+                other = load_predictor(self.sources[name], threads=self.cpu_threads)
+                other.config.tta = mode
+                self._predictors[(name, mode)] = other
+            return self._predictors[(name, mode)]
+
+    def detector(self, name: str | None):
+        name = self.default_detector if name is None else _preset(name)
+        with self._loading:
+            if name not in self._detectors:
+                # an unknown name: MimikaError naming the presets; threads: for the kinds that have them
+                threads = {"threads": self.cpu_threads} if hasattr(PRESETS.get(name), "threads") else {}
+                found = get_detector(name, **threads)
+                self._detectors[name] = _Serialized(found, self._haar_lock) if isinstance(found, HaarDetector) \
+                    else found
+            return self._detectors[name]
+
+    def recognizer(self, options: Options) -> Recognizer:
+        name = self.model_name(options.model)
+        key = (name, options.tta, _preset(options.detector or self.default_detector))
+        rec = self._recognizers.get(key)
+        if rec is None:
+            rec = Recognizer(self.predictor(name, options.tta), self.detector(options.detector))
+            self._recognizers[key] = rec
+        return rec
+
+    # requests -----------------------------------------------------------------------------
+    def predict(self, data: bytes, name: str, options: Options) -> dict:
+        """The per-file object of `mimika predict --json` for one uploaded image."""
+        result = _recognized(self.recognizer(options), data, "rgb", name)
+        out = result.to_dict()
+        if not options.landmarks:
+            for face in out["faces"]:
+                face.pop("landmarks", None)
+        return out
+
+    def annotate(self, data: bytes, name: str, options: Options) -> tuple[bytes, str, int]:
+        """The uploaded image with each face's box and label drawn: (encoded bytes, media type,
+        number of faces)."""
+        from ..annotate import draw_faces
+        rec = self.recognizer(options)
+        try:
+            bgr = read_color(data)
+        except MimikaError as e:
+            raise BadImage(_named(str(e), name)) from None
+        result = _recognized(rec, bgr, "bgr", name)
+        faces = result.faces
+        if not options.landmarks:
+            faces = [dataclasses.replace(f, landmarks=None) if getattr(f, "landmarks", None) is not None else f
+                     for f in faces]
+        suffix, media = FORMATS[options.format]
+        ok, buf = cv2.imencode(suffix, draw_faces(bgr, faces, color="bgr"),
+                               [cv2.IMWRITE_JPEG_QUALITY, 90] if suffix == ".jpg" else [])
+        if not ok:
+            raise MimikaError(f"{name}: cannot encode the annotated image as {options.format}")
+        return buf.tobytes(), media, len(faces)
+
+    def models(self) -> dict:
+        """The models served (shipped and configured) with their labels and cards, and the detectors."""
+        if self._info is None:
+            info = []
+            for name in sorted(self.sources):
+                with self._loading:
+                    m = self._predictors.get((name, "model"))
+                m = m or load_predictor(self.sources[name])
+                c = m.config
+                info.append({"name": name, "default": name == self.default_model, "labels": list(m.labels),
+                             "arch": c.arch, "input": [c.crop.width, c.crop.height], "precision": c.precision,
+                             "tta": c.tta or "none", "card": self._card(name)})
+            self._info = info
+        return {"default": self.default_model, "models": self._info,
+                "detectors": list(PRESETS), "default_detector": self.default_detector}
+
+    def _card(self, name: str) -> str | None:
+        """The model card (markdown): mimika/models/NAME.md for a shipped model (NAME.float: its
+        base model's card), NAME.md beside a configured model file."""
+        source = self.sources[name]
+        if source == name and name in shipped_models():
+            card = resources.files("mimika") / "models" / f"{name.split('.')[0]}.md"
+        else:
+            card = Path(source).with_suffix(".md")
+        try:
+            return card.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
+
+
+def _preset(name: str) -> str:
+    """A detector preset's own name ("default" names the default one)."""
+    return DEFAULT_DETECTOR if name == "default" else name
+
+
+def _recognized(rec: Recognizer, image, color: str, name: str) -> ImageResult:
+    """One image's result (with the reader's notes: pages read, ...); a bad image raises BadImage
+    naming the upload."""
+    result = rec.get_result(image, color=color, name=name)
+    if result.error:
+        raise BadImage(_named(result.error, name))
+    return result
+
+
+def _named(message: str, name: str) -> str:
+    """The reader names in-memory sources "<bytes>" / "<array>": name the upload instead."""
+    for anon in ("<bytes>", "<array>"):
+        if message.startswith(anon):
+            return name + message[len(anon):]
+    return message
