@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -32,9 +33,11 @@ def train(model: Model, train_set: FaceSet, val_set: FaceSet | None = None,
           options: TrainOptions | None = None, out: str | os.PathLike | None = None,
           checkpoint: str | os.PathLike | None = None, resume: str | os.PathLike | None = None,
           log: Callable[[str], None] = print) -> list[EpochStats]:
-    """Train `model` in place; save it to `out` if given. Returns the per-epoch history; the wall
-    time goes into the model's info. Under torchrun every process calls this and trains its share
-    of each batch (distributed.py); only rank 0 writes the checkpoint and `out`."""
+    """Train `model` in place. Returns the per-epoch history; the wall time goes into the model's
+    info. With `out`, the model is saved there, with its history beside it (`.history.json`, and a
+    plot `.history.png` when matplotlib is installed), and the saved file's validation accuracy is
+    logged. Under torchrun every process calls this and trains its share of each batch
+    (distributed.py); only rank 0 writes the checkpoint and `out`."""
     options = options or TrainOptions()
     for path in (out, checkpoint):
         if path:
@@ -49,8 +52,29 @@ def train(model: Model, train_set: FaceSet, val_set: FaceSet | None = None,
     if train_set.detector:  # so figures on detector-cropped data can be reproduced with the same crops
         model.config.info["dataset_detector"] = train_set.detector
     if out and trainer.world.writer:
-        model.save(out, dtype=save_dtype(options))
+        save_run(model, history, out, options, val_set, log)
     return history
+
+
+def save_run(model: Model, history: list[EpochStats], out: str | os.PathLike, options: TrainOptions,
+             val_set: FaceSet | None = None, log: Callable[[str], None] = print) -> Path:
+    """Write a trained model, its history (JSON, and a PNG plot when matplotlib is there) and log the
+    validation accuracy of the file as saved (the figure `mimika evaluate` gives for it)."""
+    from importlib.util import find_spec
+
+    from .fileio import write_text
+    from .training import evaluate_loss, history_json
+    out = model.save(out, dtype=save_dtype(options))
+    stem = out.with_suffix("")
+    written = [write_text(f"{stem}.history.json", history_json(history))]
+    if find_spec("matplotlib") is not None:
+        from .plots import plot_history
+        written.append(plot_history([h.__dict__ for h in history], f"{stem}.history.png"))
+    log(f"saved {out} (history: {', '.join(str(p) for p in written)})")
+    if val_set is not None and len(val_set) and history:
+        log(f"validation accuracy of the saved weights {evaluate_loss(Model.load(out), val_set, options)[1]:.4f} "
+            f"({len(val_set)} faces)")
+    return out
 
 
 def fine_tune(model: Model | str | os.PathLike, faces: np.ndarray | FaceSet, labels=None, epochs: int = 10,

@@ -85,3 +85,16 @@ def write_temperature(path, temperature: float) -> None:
         config = OnnxModel(path).config
         config.temperature = float(temperature)
         rewrite_config(path, config.to_dict())
+
+
+def calibrate(path, faces: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+    """Fit the temperature of the model file at `path` on validation faces (labels `y`, indices into
+    its labels) and store it in the file. Returns (temperature, ECE before, ECE after)."""
+    from .runtime import load_predictor
+    model = load_predictor(path)
+    before = expected_calibration_error(model.predict_proba(faces), y)
+    model.config.temperature = fit_temperature(model, faces, y)
+    after = expected_calibration_error(model.predict_proba(faces), y)
+    write_temperature(path, model.config.temperature)
+    return model.config.temperature, before, after
+

@@ -257,19 +257,15 @@ def _log(*args) -> None:
 def cmd_predict(args) -> int:
     from .detection import get_detector
     from .images import set_verbose
+    from .parallel import predict, shard
     from .recognition import Recognizer, expand_inputs
-    from .results import csv_header
+    from .results import ResultWriter
 
     set_verbose(args.verbose)
     timeline = None
     if args.timeline:
-        from importlib.util import find_spec
-        from .fileio import check_writable
-        from .plots import Timeline
-        if find_spec("matplotlib") is None:
-            raise MimikaError("--timeline needs matplotlib: pip install matplotlib")
-        check_writable(args.timeline, "timeline")
-        timeline = Timeline()
+        from .plots import Timeline, require_matplotlib
+        timeline = Timeline(require_matplotlib("--timeline", args.timeline))
     detector = get_detector(args.detector, scale_factor=args.scale_factor, min_neighbors=args.min_neighbors,
                             min_size=args.min_face, downscale=args.downscale, cascade=args.cascade)
     recognizer = Recognizer(args.model, detector, crop=args.crop, align=args.align)
@@ -278,29 +274,18 @@ def cmd_predict(args) -> int:
     if not sources:
         raise MimikaError(f"{' '.join(args.images)}: no images or videos found")
     if args.shard:
-        from .parallel import shard
         total, sources = len(sources), shard(sources, *args.shard)
         _log(f"shard {args.shard[0]}/{args.shard[1]}: {len(sources)} of {total} inputs")
-    import csv
-    writer = csv.writer(sys.stdout, lineterminator="\n")
-    if args.csv:
-        writer.writerow(csv_header(recognizer.model.labels))
-    results, failed = [], []
-    from .parallel import predict
+    writer = ResultWriter(next((f for f in ("json", "jsonl", "csv") if getattr(args, f)), "table"),
+                          recognizer.model.labels)
+    failed = []
     for res in predict(recognizer, sources, args.workers, every=args.every, annotate=args.annotate,
                        smoothing=args.smooth, draw_landmarks=args.landmarks):
+        writer.write(res)
+        failed += [res] if res.error else []
         if timeline:
             timeline.add(res)
-        (failed.append(res) if res.error else None)
-        if args.json:
-            results.append(res.to_dict())
-        elif args.csv:
-            writer.writerows(res.csv_rows(recognizer.model.labels))
-        else:
-            print(res.to_json() if args.jsonl else res.table())
-        sys.stdout.flush()
-    if args.json:
-        print(json.dumps(results, indent=2))
+    writer.close()
     if failed:
         _log(f"mimika: {len(failed)} of {len(sources)} input(s) could not be read" + ":" * (not args.verbose))
         for r in failed:
@@ -308,7 +293,7 @@ def cmd_predict(args) -> int:
     if args.annotate and len(failed) < len(sources):
         _log(f"annotated copies written below {args.annotate}/")
     if timeline:
-        for path in timeline.save(args.timeline):
+        for path in timeline.save():
             _log(f"timeline written to {path}")
     return 1 if sources and len(failed) >= len(sources) else 0
 
@@ -335,16 +320,14 @@ def _summary(args, data) -> str:
 def cmd_train(args) -> int:
     from .api import train
     from .datasets import train_val_split
-    from .fileio import check_writable, write_text
+    from .distributed import is_writer
+    from .fileio import check_writable
     from .model import Model
-    from .plots import plot_history
-    from .training import evaluate_loss, history_json
 
     out = check_writable(args.out, "model file")
     for path in (args.checkpoint, args.resume and Path(args.resume)):
         if path:
             check_writable(path, "checkpoint")
-    from .distributed import is_writer
     if args.resume and not Path(args.resume).is_file() and is_writer():  # rank 0 reads it for all
         raise MimikaError(f"{args.resume}: no such training checkpoint (nothing to resume)")
     model = Model.load(args.init) if args.init else Model.create(args.arch, margin=args.margin, seed=args.seed)
@@ -355,18 +338,8 @@ def cmd_train(args) -> int:
     _log(split.description)
     model.config.info.update(data=str(args.data), command="mimika " + " ".join(map(shlex.quote, sys.argv[1:])),
                              split=split.info)
-    options = _train_options(args)
-    history = train(model, split.train, split.val, options, out=out, checkpoint=args.checkpoint or args.resume,
-                    resume=args.resume, log=print)
-    if not is_writer():
-        return 0
-    stem = out.with_suffix("")
-    write_text(f"{stem}.history.json", history_json(history))
-    plot_history([h.__dict__ for h in history], f"{stem}.history.png")
-    print(f"saved {out} (history: {stem}.history.json, {stem}.history.png)")
-    if split.val is not None and history:
-        print(f"validation accuracy of the saved weights {evaluate_loss(Model.load(out), split.val, options)[1]:.4f} "
-              f"({len(split.val)} faces)")
+    train(model, split.train, split.val, _train_options(args), out=out, checkpoint=args.checkpoint or args.resume,
+          resume=args.resume, log=print)
     return 0
 
 
@@ -423,11 +396,8 @@ def cmd_evaluate(args) -> int:
     from .runtime import load_predictor
 
     if args.confusion:
-        from importlib.util import find_spec
-        from .fileio import check_writable
-        if find_spec("matplotlib") is None:
-            raise MimikaError("--confusion needs matplotlib: pip install matplotlib (or 'mimika[train]')")
-        check_writable(args.confusion, "confusion matrix")
+        from .plots import require_matplotlib
+        require_matplotlib("--confusion", args.confusion)
     set_quiet(args.json)
     model = load_predictor(args.model, device=args.device)
     _apply_tta(model, args.tta)
@@ -470,7 +440,7 @@ def cmd_merge(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
-    from .calibration import expected_calibration_error, fit_temperature, write_temperature
+    from .calibration import calibrate
     from .config import resolve_model_path
     from .datasets import evaluation_set
     from .runtime import load_predictor
@@ -481,12 +451,9 @@ def cmd_calibrate(args) -> int:
     model = load_predictor(path)
     data = evaluation_set(_load_data(args, model.config.crop), args.split, model.config.info, str(path))
     data = data.relabel(model.labels)
-    before = expected_calibration_error(model.predict_proba(data.faces), data.y)
-    model.config.temperature = fit_temperature(model, data.faces, data.y)
-    after = expected_calibration_error(model.predict_proba(data.faces), data.y)
-    write_temperature(path, model.config.temperature)
-    print(f"{path}: temperature {model.config.temperature:.4f}; calibration error on {args.split} "
-          f"({len(data)} faces): {before:.4f} -> {after:.4f}")
+    temperature, before, after = calibrate(path, data.faces, data.y)
+    print(f"{path}: temperature {temperature:.4f}; calibration error (ECE) on {args.split} ({len(data)} faces): "
+          f"{before:.4f} -> {after:.4f}")
     return 0
 
 

@@ -10,6 +10,17 @@ import numpy as np
 from .fileio import atomic_path
 
 
+def require_matplotlib(flag: str, path: str | os.PathLike) -> Path:
+    """Check, before any work, that a figure asked for by `flag` can be drawn and written to `path`."""
+    from importlib.util import find_spec
+
+    from .errors import MimikaError
+    from .fileio import check_writable
+    if find_spec("matplotlib") is None:
+        raise MimikaError(f"{flag} needs matplotlib: pip install matplotlib (or 'mimika[train]')")
+    return check_writable(path, f"{flag} figure")
+
+
 def _pyplot():
     import matplotlib
     matplotlib.use("Agg")
@@ -64,7 +75,8 @@ class Timeline:
     """Each tracked face's emotion probabilities over a video's time, collected frame by frame
     (`add`) and drawn as one panel per track (`save`)."""
 
-    def __init__(self):
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
         self.videos: dict[str, dict[int, list[tuple[float, dict[str, float]]]]] = {}
 
     def add(self, result) -> None:
@@ -74,10 +86,10 @@ class Timeline:
         for face in result.faces:
             tracks.setdefault(face.track_id or 0, []).append((result.time or 0.0, face.scores))
 
-    def save(self, path: str | os.PathLike) -> list[Path]:
+    def save(self) -> list[Path]:
         """One PNG per video: `path` itself for one video, `path` with the video's name added for
         several. Returns the files written."""
-        path = Path(path)
+        path = self.path
         out = []
         for video, tracks in self.videos.items():
             target = path if len(self.videos) == 1 else path.with_name(f"{path.stem}-{Path(video).stem}{path.suffix}")

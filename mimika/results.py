@@ -175,3 +175,36 @@ def _labels_of(results: Iterable[ImageResult]) -> list[str]:
         for f in r.faces:
             return in_code_order(f.scores)
     return []
+
+
+class ResultWriter:
+    """Prints results as they come, in one of the command's formats: "table", "jsonl" (a JSON object
+    per line), "csv" (a header, then rows), or "json" (one list, printed by `close`)."""
+
+    FORMATS = ("table", "json", "jsonl", "csv")
+
+    def __init__(self, fmt: str, labels: list[str], out=None):
+        import sys
+        if fmt not in self.FORMATS:
+            raise MimikaError(f"unknown output format {fmt!r}; one of {', '.join(self.FORMATS)}")
+        self.fmt, self.labels, self.out = fmt, labels, out or sys.stdout
+        self.kept: list[dict] = []
+        self.csv = csv.writer(self.out, lineterminator="\n")
+        if fmt == "csv":
+            self.csv.writerow(csv_header(labels))
+
+    def write(self, result: ImageResult) -> None:
+        if self.fmt == "json":
+            self.kept.append(result.to_dict())
+            return
+        if self.fmt == "csv":
+            self.csv.writerows(result.csv_rows(self.labels))
+        else:
+            print(result.to_json() if self.fmt == "jsonl" else result.table(), file=self.out)
+        self.out.flush()
+
+    def close(self) -> None:
+        if self.fmt == "json":
+            print(json.dumps(self.kept, indent=2), file=self.out)
+            self.out.flush()
+
