@@ -286,6 +286,7 @@ def detectors(cand: Path) -> dict[str, tuple[object, bool]]:
     cnn = CNN["cnn"]
     rows["centerface int8 (cnn, default)"] = (cnn, False)
     rows["centerface int8 colour"] = (cnn, True)
+    rows["centerface int8 cnn-thorough"] = (CNN["cnn-thorough"], False)
     rows["centerface int8 cnn-fast"] = (CNN["cnn-fast"], False)
     rows["centerface int8 min_side 1"] = (CnnDetector(min_side=1), False)  # small images not enlarged
     fp32 = cand / "centerface-fp32.onnx"

@@ -2174,7 +2174,10 @@ class KillReport:
 
 
 def _extra_files(run: Path) -> list[str]:
-    return sorted(p.name for p in run.iterdir() if p.name not in (CKPT, MODEL))
+    """Files besides the checkpoint, the model and the history written beside it (MODEL.history.*)."""
+    stem = Path(MODEL).with_suffix("").name
+    expected = {CKPT, MODEL, f"{stem}.history.json", f"{stem}.history.png"}
+    return sorted(p.name for p in run.iterdir() if p.name not in expected)
 
 
 def sigkill_training(workdir: Path, rng, runs: int = 1, kills_per_run: int = 3, epochs: int = 6,
