@@ -4,8 +4,9 @@ calibration error that measures it.
 A network trained with cross-entropy is usually over-confident: of the faces it gives 0.9, fewer
 than 90% are right. Dividing its logits by one number, the temperature (stored in the model's
 config, `ModelConfig.temperature`), fitted to minimise the negative log-likelihood of a
-validation set, fixes most of it without changing any decision (the most likely emotion stays
-the same). Never fit it on a test split.
+validation set, fixes most of it without changing a single view's decision (the most likely
+emotion stays the same; a model that averages its mirror image averages the scaled views'
+probabilities, which can move a few borderline faces). Never fit it on a test split.
 """
 
 from __future__ import annotations

@@ -39,6 +39,7 @@ def _number(kind, low=None, high=None, low_open=False):
 
 POSITIVE = _number(int, 1)
 MARGIN = _number(float, -0.4, 2.0)
+TEMPERATURE = _number(float, 0.01, 100.0)
 
 
 def _add_train_options(p, only: list[str] | None = None, exclude: tuple = (), **defaults) -> None:
@@ -173,6 +174,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--confusion", metavar="PNG", help="write the confusion matrix as a PNG (needs matplotlib)")
     e.add_argument("--with-neutral", action="store_true", help="CK+: add each sequence's first frame as neutral "
                    "(the 8-class protocol)")
+    e.add_argument("--known-classes", action="store_true", help="score only the faces of classes the model knows "
+                   "(a model tested on another dataset; the others are counted and left out)")
     _device_arg(e, "auto", "where the model runs: cuda (ONNX Runtime's CUDA provider, or PyTorch's GPU for a .npz), "
                 "cpu, or auto (the GPU when there is one)")
     _tta_arg(e)
@@ -203,10 +206,13 @@ def _parser() -> argparse.ArgumentParser:
     add_arguments(sv)
 
     g = command("configure", "change how a trained model is used (rewrites its .npz)",
-                ["mimika configure mine.npz --tta flip", "mimika configure mine.npz --margin 0.1"])
-    g.add_argument("model", help="model file (.npz)")
+                ["mimika configure mine.npz --tta flip", "mimika configure mine.npz --margin 0.1",
+                 "mimika configure mine.float.onnx --temperature 0.56   # what calibrate fitted on mine.onnx"])
+    g.add_argument("model", help="model file (.npz; an .onnx for --temperature alone)")
     g.add_argument("--tta", choices=["none", "flip"], help="test-time augmentation")
     g.add_argument("--margin", type=MARGIN, help="crop margin around detected face boxes")
+    g.add_argument("--temperature", type=TEMPERATURE, help="the logits' divisor that `calibrate` fitted for the "
+                   "same weights (0.01-100; 1 turns calibration off)")
 
     x = command("export", "write a trained model as ONNX, for prediction without PyTorch",
                 ["mimika export mine.npz mine.onnx", "mimika export mine.npz mine.onnx --int8 --calibration fer2013.csv"])
@@ -402,6 +408,10 @@ def cmd_evaluate(args) -> int:
     model = load_predictor(args.model, device=args.device)
     _apply_tta(model, args.tta)
     data = evaluation_set(_load_data(args, model.config.crop), args.split, model.config.info, str(args.model))
+    if args.known_classes:
+        data, left_out = data.known_to(model.labels)
+        if left_out:
+            _log("left out, classes the model does not know: " + ", ".join(f"{n} ({c})" for n, c in left_out.items()))
     rep = evaluate(model, data, device=args.device)
     if args.confusion:
         from .plots import plot_confusion
@@ -466,6 +476,11 @@ def cmd_configure(args) -> int:
     from dataclasses import replace
     from .model import Model
     path = Path(args.model)
+    if path.suffix == ".onnx" and args.temperature is not None and args.tta is None and args.margin is None:
+        from .calibration import write_temperature
+        write_temperature(path, args.temperature)
+        print(f"{path}: temperature {args.temperature:g}")
+        return 0
     if path.suffix != ".npz":
         raise MimikaError(f"{path}: configure rewrites a .npz model file (export it again afterwards)")
     model = Model.load(path)
@@ -473,8 +488,11 @@ def cmd_configure(args) -> int:
         model.config.tta = "" if args.tta == "none" else args.tta
     if args.margin is not None:
         model.config.crop = replace(model.config.crop, margin=args.margin)
+    if args.temperature is not None:
+        model.config.temperature = args.temperature
     model.save(path, dtype=model.stored_dtype)
-    print(f"{path}: tta {model.config.tta or 'none'}, margin {model.config.crop.margin}")
+    print(f"{path}: tta {model.config.tta or 'none'}, margin {model.config.crop.margin}, "
+          f"temperature {model.config.temperature:g}")
     return 0
 
 

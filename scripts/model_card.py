@@ -62,6 +62,10 @@ def main() -> None:
            f"ONNX, outputs equal to PyTorch's; `--model {a.name}.float`)" if float_path.exists() else ""),
         f"- **Test-time augmentation:** {model.config.tta or 'none'}",
     ]
+    if model.config.temperature != 1.0:
+        lines.append(f"- **Calibration:** temperature {model.config.temperature:g} in the config (the logits are "
+                     f"divided by it), fitted on validation data by `mimika calibrate`; calibration error before "
+                     f"and after, in and out of domain: `python scripts/cross_domain.py` (README)")
     if split.get("val", "").lower() == "publictest":
         lines.append("- **Split:** trained on Training; validated and selected on PublicTest; PrivateTest used only "
                      "for the metrics below")

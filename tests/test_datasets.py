@@ -174,6 +174,21 @@ def test_train_from_a_model_with_other_classes(fer_dir, tmp_path, capsys, monkey
     assert "contempt" not in m.labels and len(m.labels) == 7 and m.net.head.out_features == 7
 
 
+def test_evaluate_on_another_dataset_scores_the_classes_the_model_knows(fer_dir, tmp_path, capsys, monkeypatch):
+    """Cross-dataset protocol: --known-classes leaves out (and counts) faces of classes the model never
+    learnt; without it such data is refused in one line."""
+    monkeypatch.setenv("MIMIKA_CACHE", str(tmp_path / "cache"))
+    from mimika import create_model
+    create_model("vgg48", labels=["anger", "contempt", "disgust", "fear", "happiness", "sadness",
+                                  "surprise"]).save(tmp_path / "no-neutral.npz")
+    args = ["evaluate", "--model", str(tmp_path / "no-neutral.npz"), "--data", str(fer_dir / "fer2013.csv"), "--json"]
+    assert main(args) == 2 and "does not know: neutral" in capsys.readouterr().err
+    assert main(args + ["--known-classes"]) == 0
+    out, err = capsys.readouterr()
+    assert "left out, classes the model does not know: neutral (1)" in err  # FER code 6 once in 10 rows
+    assert json.loads(out)["n"] == 9
+
+
 # --- malformed datasets: one clear line naming the file (and line), no hang, bounded memory ---
 
 def _fer(tmp_path, rows, name="fer2013.csv", head="emotion,pixels,Usage", eol="\n", bom=""):

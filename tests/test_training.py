@@ -199,6 +199,15 @@ def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
     assert not Path(left).exists() and [p.name for p in tmp_path.iterdir()] == ["run.ckpt.npz"]
 
 
+def test_a_calibrated_models_temperature_is_not_inherited_by_its_fine_tuned_copy(astronaut_face):
+    """The temperature was fitted to the old weights; new weights start uncalibrated (1.0)."""
+    faces, codes = two_class_faces(astronaut_face, n=4)
+    base = create_model("seed", seed=0)
+    base.config.temperature = 0.5
+    model = fine_tune(base, faces[:, None], codes, epochs=1, crop="whole", log=quiet)
+    assert model.config.temperature == 1.0
+
+
 def test_fine_tune_accepts_label_names(astronaut_face):
     faces, codes = two_class_faces(astronaut_face, n=4)
     names = ["happy" if c == 5 else "surprise" for c in codes]

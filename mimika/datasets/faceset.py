@@ -58,6 +58,13 @@ class FaceSet:
         counts = np.bincount(self.y, minlength=len(self.labels))
         return {name: int(c) for name, c in zip(self.labels, counts)}
 
+    def known_to(self, labels: list[str]) -> tuple["FaceSet", dict[str, int]]:
+        """The faces whose class is in `labels` (a model's), and the count left out per other class:
+        a model tested on another dataset is scored on the emotions it was trained to tell apart."""
+        keep = np.isin(np.asarray(self.labels)[self.y], list(labels)) if len(self) else np.zeros(0, bool)
+        left_out = {n: c for n, c in self.subset(np.flatnonzero(~keep)).class_counts().items() if c}
+        return self.subset(np.flatnonzero(keep)), left_out
+
     def relabel(self, labels: list[str]) -> "FaceSet":
         """The same faces with class indices into another label list (a model's)."""
         if list(labels) == self.labels:

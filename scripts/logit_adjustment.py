@@ -1,0 +1,44 @@
+"""Experiment (issue #11): post-hoc logit adjustment for the rare classes, on validation data only.
+
+    python scripts/logit_adjustment.py [--model ferplus] [--taus 0 0.2 0.4 0.6]
+
+Each class's logit is lowered by tau * log(its share of the Training faces), which trades accuracy
+on frequent classes for recall on rare ones (Menon et al., 2021). Prints PublicTest accuracy and
+balanced accuracy per tau; a tau would be kept only if PublicTest accuracy stays at the model's
+own (the benchmark must not get worse). reports/experiments.md records the outcome.
+"""
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from mimika.calibration import probabilities, view_logits
+from mimika.datasets import load_dataset
+from mimika.evaluation import report
+from mimika.runtime import load_predictor
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="ferplus")
+    ap.add_argument("--data", default=str(SHARED / "fer2013" / "fer2013new.csv"))
+    ap.add_argument("--taus", type=float, nargs="+", default=[0, 0.2, 0.4, 0.6])
+    a = ap.parse_args()
+    model = load_predictor(a.model)
+    data = load_dataset(a.data, model.config.crop).relabel(model.labels)
+    counts = np.bincount(data.split("Training").y, minlength=len(model.labels)) + 1
+    log_prior = np.log(counts / counts.sum())
+    val = data.split("PublicTest")
+    z = view_logits(model, val.faces)
+    print("| tau | PublicTest accuracy | balanced accuracy |\n|---|---|---|")
+    for tau in a.taus:
+        probs = probabilities([v - tau * log_prior for v in z], model.config.temperature)
+        rep = report(val.y, probs.argmax(1), model.labels, probs)
+        print(f"| {tau:g} | {rep['accuracy']:.4f} | {rep['balanced_accuracy']:.4f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
