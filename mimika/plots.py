@@ -106,11 +106,15 @@ class Timeline:
         for ax, (track, points) in zip(axes[:, 0], sorted(tracks.items())):
             t = [p[0] for p in points]
             for k, name in enumerate(order):
-                ax.plot(t, [p[1].get(name, 0.0) for p in points], label=name, color=f"C{k}")
-            ax.set_ylim(0, 1)
-            ax.set_ylabel(f"face {track}")
+                ax.plot(t, [p[1].get(name, 0.0) for p in points], label=name, color=f"C{k}", lw=1.8,
+                        marker="." if len(t) <= 60 else None)
+            ax.set_ylim(-0.04, 1.04)  # a probability of 0 or 1 stays visible off the frame's edge
+            ax.set_ylabel(f"track {track}")
+            ax.grid(alpha=0.3)
         axes[0, 0].set_title(f"{Path(video).name}: emotions of each tracked face")
-        axes[0, 0].legend(loc="upper right", fontsize=7, ncol=4)
+        handles, names = axes[0, 0].get_legend_handles_labels()
+        fig.legend(handles, names, loc="center right", fontsize=8, frameon=False)  # beside the plots, never over a line
+        fig.subplots_adjust(right=0.84)
         axes[-1, 0].set_xlabel("time (s)")
         saved = _save(fig, path)
         plt.close(fig)
