@@ -251,6 +251,9 @@ class Trainer:
             fixed = {k: getattr(o, k) for k in fixed_options()}
             distributed.check_same(f"{self.fingerprint} {self.model.labels} {self.model.config.arch} {fixed}", w,
                                    "training data or settings")
+            machines = w.size // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", w.size)))
+            self.log(f"training in {w.size} processes on {machines} machine(s) ({w.device}), global batch "
+                     f"{o.batch_size}")
             with distributed.collective("starting (the processes compare their networks)"):
                 # gradients as views of DDP's buckets: one copy less per step (bench/scale.py: about 5% on 2 cores)
                 self.ddp = DistributedDataParallel(self.model.net, device_ids=[w.local_rank] if w.cuda else None,
