@@ -33,6 +33,8 @@ class TrainOptions:
     schedule: str = option("constant", "learning-rate schedule (cosine needs --epochs)", choices=SCHEDULE_NAMES)
     warmup_epochs: int = option(0, "epochs of linear learning-rate warm-up", low=0)
     augment: bool = option(False, "random shifts, scales, rotations, flips and erasing of training faces")
+    photometric: bool = option(False, "with --augment: random contrast, brightness, blur and sensor noise "
+                               "of training faces (other cameras)")
     soft_labels: bool = option(False, "train on the data's vote distributions (FER+) where it has them")
     keep_best: bool = option(False, "end with the weights of the epoch with the best validation accuracy",
                              fixed=False)

@@ -111,6 +111,8 @@ class Trainer:
             from .nets import get_architecture
             o.bf16 = world.cuda or get_architecture(model.config.arch).train_bf16
         check_schedule(o)
+        if o.photometric and not o.augment:
+            raise MimikaError("--photometric is a kind of augmentation: use it with --augment")
         torch.manual_seed(distributed.rank_seed(o.seed, world.rank))
         self.rng = np.random.default_rng(o.seed)  # the same on every rank: one permutation per epoch
         model.net.to(world.device)
@@ -195,7 +197,7 @@ class Trainer:
             y = torch.from_numpy(data.soft[mine] if use_soft else data.y[mine]).to(w.device)
             x = self.model.to_input(data.faces[mine])
             if o.augment:
-                x = augment(x)  # on the CPU, from its checkpointed generator
+                x = augment(x, photometric=o.photometric)  # on the CPU, from its checkpointed generator
             with _autocast(w.device, self.amp):
                 logits = net(_layout(x.to(w.device), o.channels_last)).float()
             loss = loss_fn(logits, y)

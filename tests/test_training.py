@@ -215,3 +215,25 @@ def test_fine_tune_accepts_label_names(astronaut_face):
     assert model.labels == mimika.CKPLUS_EMOTIONS
     with pytest.raises(MimikaError, match="'sleepy' is neither a CK\\+ emotion code"):
         fine_tune(model, faces[:, None], ["sleepy"] * len(codes), epochs=1, crop="whole", log=quiet)
+
+
+def test_photometric_augmentation_changes_each_faces_contrast_and_reproduces(astronaut_face):
+    """Camera changes (--photometric): each face gets its own contrast and brightness, some blur and
+    noise; the same seed gives the same batch; off, the batch is what it always was."""
+    import cv2
+    from mimika.augment import augment
+    face = cv2.resize(astronaut_face, (48, 48)).astype(np.float32) / 255
+    x = torch.from_numpy((face - face.mean()) / face.std()).expand(64, 1, 48, 48).contiguous()
+    runs = []
+    for photometric in (True, True, False):
+        torch.manual_seed(3)
+        runs.append(augment(x, erase_p=0, photometric=photometric))
+    assert torch.equal(runs[0], runs[1]) and torch.isfinite(runs[0]).all()
+    std_on, std_off = runs[0].std(dim=(1, 2, 3)), runs[2].std(dim=(1, 2, 3))
+    assert (std_on / std_off).std() > 0.1  # contrasts differ from face to face
+    assert (runs[0].mean(dim=(1, 2, 3)) - runs[2].mean(dim=(1, 2, 3))).abs().max() > 0.1  # brightness moved
+
+
+def test_photometric_without_augment_is_one_clear_error(two_class_set):
+    with pytest.raises(MimikaError, match="--photometric is a kind of augmentation"):
+        Trainer(create_model("seed"), two_class_set, options=TrainOptions(epochs=1, photometric=True), log=quiet)
