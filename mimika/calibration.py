@@ -61,11 +61,16 @@ def nll(probs: np.ndarray, y: np.ndarray) -> float:
 
 def fit_temperature(model, faces: np.ndarray, y: np.ndarray) -> float:
     """The temperature that minimises the validation NLL of `model` (an OnnxModel or Model) on
-    `faces` with labels `y` (indices into its labels): a log-scale search from 0.2 to 5, refined."""
-    if len(faces) < 50:
-        raise MimikaError(f"calibration needs a validation set of at least 50 faces, got {len(faces)}")
-    z = view_logits(model, faces)
-    loss = lambda t: nll(probabilities(z, t), y)  # noqa: E731
+    `faces` with labels `y` (indices into its labels)."""
+    return temperature_for(view_logits(model, faces), y)
+
+
+def temperature_for(logits: list[np.ndarray], y: np.ndarray) -> float:
+    """The temperature that minimises the NLL of the views' `logits` (from `view_logits`) for labels
+    `y`: a log-scale search from 0.2 to 5, refined."""
+    if len(y) < 50:
+        raise MimikaError(f"calibration needs a validation set of at least 50 faces, got {len(y)}")
+    loss = lambda t: nll(probabilities(logits, t), y)  # noqa: E731
     best = min(np.exp(np.linspace(np.log(0.2), np.log(5.0), 161)), key=loss)
     return float(round(min(best * np.exp(np.linspace(-0.03, 0.03, 61)), key=loss), 4))
 
@@ -93,9 +98,9 @@ def calibrate(path, faces: np.ndarray, y: np.ndarray) -> tuple[float, float, flo
     its labels) and store it in the file. Returns (temperature, ECE before, ECE after)."""
     from .runtime import load_predictor
     model = load_predictor(path)
-    before = expected_calibration_error(model.predict_proba(faces), y)
-    model.config.temperature = fit_temperature(model, faces, y)
-    after = expected_calibration_error(model.predict_proba(faces), y)
-    write_temperature(path, model.config.temperature)
-    return model.config.temperature, before, after
+    z = view_logits(model, faces)  # the network runs once; every temperature is tried on its logits
+    before = expected_calibration_error(probabilities(z, model.config.temperature), y)
+    temperature = temperature_for(z, y)
+    write_temperature(path, temperature)
+    return temperature, before, expected_calibration_error(probabilities(z, temperature), y)
 

@@ -26,7 +26,8 @@ import cv2
 import numpy as np
 
 from .boxes import LANDMARKS, Box, Detection  # noqa: F401 - LANDMARKS: the order CenterFace gives them
-from .errors import MimikaError
+from .errors import MimikaError, first_line
+from .runtime import session_options
 
 MODEL_FILE = "centerface.onnx"
 _OUTPUTS = ("heatmap", "scale", "offset", "landmarks")
@@ -47,17 +48,11 @@ def _session(path: str, threads: int):
     if not p.is_file():
         raise MimikaError(f"{p}: no such face-detector file (reinstall mimika, or regenerate it with "
                           "scripts/make_detector.py)")
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    # no busy-waiting between runs: spinning threads would steal the cores from the classifier
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if threads:
-        options.intra_op_num_threads = threads
     try:
-        session = ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(p), session_options(threads), providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types for bad files
         raise MimikaError(f"{p}: not a readable ONNX face detector ({type(e).__name__}: "
-                          f"{(str(e).splitlines() or [''])[0][:200]})") from None
+                          f"{first_line(e)})") from None
     if [i.name for i in session.get_inputs()] != ["image"] or \
             [o.name for o in session.get_outputs()] != list(_OUTPUTS):
         raise MimikaError(f"{p}: not a CenterFace detector as mimika ships it (input 'image', outputs "
@@ -146,7 +141,7 @@ class CnnDetector:
             heat, scale, offset, marks = session.run(None, {"image": x})
         except Exception as e:  # a file with the right names but another network
             raise MimikaError(f"{self.model or detector_path()}: the face detector failed to run ({type(e).__name__}: "
-                              f"{(str(e).splitlines() or [''])[0][:200]})") from None
+                              f"{first_line(e)})") from None
         ys, xs = np.nonzero(heat[0, 0] > self.score)
         if len(ys) == 0:
             return []

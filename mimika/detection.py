@@ -25,11 +25,16 @@ DEFAULT_DETECTOR = "cnn"
 DATASET_DETECTOR = "haar-thorough"
 
 
+def preset_name(name: str) -> str:
+    """A preset's own name: "default" names `DEFAULT_DETECTOR`."""
+    return DEFAULT_DETECTOR if name == "default" else name
+
+
 def get_detector(name: str = DEFAULT_DETECTOR, **overrides) -> CnnDetector | HaarDetector:
     """A preset by name ("default": `DEFAULT_DETECTOR`), with settings overridden (None values are
     ignored; `min_size` applies to both kinds, the others to the kind that has them); its weights or
     cascade loaded now, so a bad setting fails here, not on every image."""
-    name = DEFAULT_DETECTOR if name == "default" else name
+    name = preset_name(name)
     if name not in PRESETS:
         raise MimikaError(f"unknown detector {name!r}; presets: {', '.join(PRESETS)}")
     preset = PRESETS[name]

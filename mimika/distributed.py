@@ -22,7 +22,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .errors import MimikaError
+from .errors import MimikaError, first_line
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -102,7 +102,7 @@ def join(device: str = "auto") -> World:
             try:
                 dist.init_process_group("nccl" if dev.startswith("cuda") else "gloo")
             except (RuntimeError, ValueError) as e:
-                raise MimikaError(f"rank {rank} could not join the run ({_first_line(e)})") from None
+                raise MimikaError(f"rank {rank} could not join the run ({gist(e)})") from None
             atexit.register(close)
     _world = World(rank, size, local_rank, dev, group=in_torchrun())
     return _world
@@ -229,7 +229,7 @@ def collective(what: str) -> Iterator[None]:
     try:
         yield
     except (dist.DistError, RuntimeError) as e:
-        raise PeerLost(f"another process of the run ended while {what} ({_first_line(e)})") from None
+        raise PeerLost(f"another process of the run ended while {what} ({gist(e)})") from None
 
 
 def is_peer_error(e: BaseException) -> bool:
@@ -240,12 +240,10 @@ def is_peer_error(e: BaseException) -> bool:
         isinstance(e, RuntimeError) and any(k in text for k in ("gloo", "Connection", "NCCL", "ProcessGroup")))
 
 
-def _first_line(e: BaseException) -> str:
-    """The gist of an error: its first line, without a C++ source location in front (gloo's)."""
+def gist(e: BaseException) -> str:
+    """The gist of a collective's error: its first line, without a C++ source location in front (gloo's)."""
     import re
-    line = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    line = re.sub(r"^\[[^\]]*\.(cc|cpp|h):\d+\]\s*", "", line)
-    return line.split(". ")[0][:200]
+    return re.sub(r"^\[[^\]]*\.(cc|cpp|h):\d+\]\s*", "", first_line(e) or type(e).__name__).split(". ")[0]
 
 
 _ending = False

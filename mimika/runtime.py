@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import METADATA_KEY, ModelConfig, Predictor, resolve_model_path
-from .errors import MimikaError
+from .errors import MimikaError, first_line
 
 CHECKSUM_KEY = "mimika_sha256"  # of the graph and the config together
 MAX_MODEL_BYTES = 1 << 30
@@ -100,14 +100,8 @@ class OnnxModel:
         if self.path.stat().st_size > MAX_MODEL_BYTES:
             raise MimikaError(f"{self.path}: larger than {MAX_MODEL_BYTES >> 20} MiB: not a mimika model")
         data = self.path.read_bytes()
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        # no busy-waiting between runs: spinning threads would steal the cores from face detection
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if threads:
-            options.intra_op_num_threads = threads
         try:
-            self.session = ort.InferenceSession(data, options, providers=providers(device))
+            self.session = ort.InferenceSession(data, session_options(threads), providers=providers(device))
             meta = self.session.get_modelmeta().custom_metadata_map
             if METADATA_KEY not in meta:
                 raise MimikaError(f"{self.path}: an ONNX model without mimika's configuration (export it with "
@@ -117,7 +111,7 @@ class OnnxModel:
             raise MimikaError(str(e) if str(e).startswith(str(self.path)) else f"{self.path}: {e}") from None
         except Exception as e:  # onnxruntime and json raise their own exception types for bad files
             raise MimikaError(f"{self.path}: not a readable ONNX model ({type(e).__name__}: "
-                              f"{_first_line(e)})") from None
+                              f"{first_line(e)})") from None
         if CHECKSUM_KEY in meta and meta[CHECKSUM_KEY] != model_checksum(data, meta[METADATA_KEY]):
             raise MimikaError(f"{self.path}: damaged model file (its graph or config does not match the checksum "
                               "stored with it)")
@@ -141,7 +135,7 @@ class OnnxModel:
         try:
             return self.session.run(None, {self.input_name: x})[0]
         except Exception as e:  # onnxruntime's own exception types
-            raise MimikaError(f"{self.path}: the model failed to run ({type(e).__name__}: {_first_line(e)})") from None
+            raise MimikaError(f"{self.path}: the model failed to run ({type(e).__name__}: {first_line(e)})") from None
 
     def predict_proba(self, crops: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Probabilities N x C (rows sum to 1) for uint8 face crops N x H x W of the input size."""
@@ -161,8 +155,16 @@ def provider_summary() -> str:
             f"providers here: {', '.join(available)}{hint})")
 
 
-def _first_line(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [""])[0][:200]
+def session_options(threads: int | None = None):
+    """ONNX Runtime settings shared by the classifier and the face detector: quiet, and no
+    busy-waiting between runs (spinning threads would steal the cores from the other network)."""
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if threads:
+        options.intra_op_num_threads = threads
+    return options
 
 
 def load_predictor(name_or_path: str | os.PathLike | None = None, threads: int | None = None,

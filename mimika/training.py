@@ -237,7 +237,7 @@ class Trainer:
             where = ("" if not self.world.writer else checkpoints.describe(self.checkpoint) if self.checkpoint
                      else "No checkpoint was kept (--checkpoint FILE keeps one after every epoch).")
             line = str(e) if isinstance(e, distributed.PeerLost) else (
-                f"another process of the run ended ({distributed._first_line(e)})")
+                f"another process of the run ended ({distributed.gist(e)})")
             raise MimikaError(f"{line} in epoch {len(self.history) + 1}. {where}".strip()) from None
         finally:
             self.ddp = None  # releases its hooks on the network's parameters

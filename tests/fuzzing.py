@@ -622,6 +622,29 @@ def _npy_with_header(header: str, payload: bytes) -> bytes:
     return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(h)) + h + payload
 
 
+ANY_FILE_MUTATIONS = ("truncate", "flip", "insert", "garbage")
+
+
+def any_file_mutation(data: bytes, rng, kind: str) -> tuple[bytes, str]:
+    """A mutation that knows nothing of the format (one of ANY_FILE_MUTATIONS), and what it did."""
+    b = bytearray(data)
+    if kind == "truncate":
+        n = int(rng.integers(0, len(b)))
+        return bytes(b[:n]), f"truncated to {n} bytes"
+    if kind == "flip":
+        k = int(rng.integers(1, 9))
+        for _ in range(k):
+            b[int(rng.integers(len(b)))] ^= 1 << int(rng.integers(8))
+        return bytes(b), f"{k} bits flipped anywhere"
+    if kind == "insert":
+        p = int(rng.integers(len(b)))
+        return bytes(b[:p]) + rng.integers(0, 256, 16, dtype=np.uint8).tobytes() + bytes(b[p:]), \
+            f"16 random bytes inserted at {p}"
+    if kind == "garbage":
+        return rng.integers(0, 256, 4096, dtype=np.uint8).tobytes(), "4 kB of random bytes"
+    raise KeyError(kind)
+
+
 def _local_headers(data: bytes) -> list[int]:
     out, i = [], 0
     while True:
@@ -689,16 +712,9 @@ def npz_mutations(data: bytes, rng) -> dict[str, callable]:
 
     def raw(kind):
         def go():
+            if kind in ANY_FILE_MUTATIONS:
+                return any_file_mutation(data, rng, kind)
             b = bytearray(data)
-            if kind == "truncate":
-                n = int(rng.integers(0, len(b)))
-                return bytes(b[:n]), f"truncated to {n} bytes"
-            if kind == "flip":
-                k = int(rng.integers(1, 9))
-                for _ in range(k):
-                    p = int(rng.integers(len(b)))
-                    b[p] ^= 1 << int(rng.integers(8))
-                return bytes(b), f"{k} bits flipped anywhere"
             if kind == "flip_meta":
                 start = data.find(b"mimika")
                 p = start + int(rng.integers(0, 200))
@@ -1072,24 +1088,7 @@ def onnx_mutations(data: bytes, rng) -> dict[str, callable]:
         return go
 
     def raw(kind):
-        def go():
-            b = bytearray(data)
-            if kind == "truncate":
-                n = int(rng.integers(0, len(b)))
-                return bytes(b[:n]), f"truncated to {n} bytes"
-            if kind == "flip":
-                k = int(rng.integers(1, 9))
-                for _ in range(k):
-                    b[int(rng.integers(len(b)))] ^= 1 << int(rng.integers(8))
-                return bytes(b), f"{k} bits flipped anywhere"
-            if kind == "insert":
-                p = int(rng.integers(len(b)))
-                return bytes(b[:p]) + rng.integers(0, 256, 16, dtype=np.uint8).tobytes() + bytes(b[p:]), \
-                    f"16 random bytes inserted at {p}"
-            if kind == "garbage":
-                return rng.integers(0, 256, 4096, dtype=np.uint8).tobytes(), "4 kB of random bytes"
-            raise KeyError(kind)
-        return go
+        return lambda: any_file_mutation(data, rng, kind)
 
     nan, inf = float("nan"), float("inf")
     return {

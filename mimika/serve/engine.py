@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 
 from ..config import DEFAULT_MODEL, Predictor, shipped_models
-from ..detection import DEFAULT_DETECTOR, PRESETS, HaarDetector, get_detector
+from ..detection import PRESETS, HaarDetector, get_detector, preset_name
 from ..errors import MimikaError
 from ..images import read_color
 from ..recognition import Recognizer
@@ -78,7 +78,7 @@ class Engine:
         self.default_model = Path(settings.model).stem if settings.model else DEFAULT_MODEL
         if self.default_model not in self.sources:
             raise NotFound(f"unknown model {self.default_model!r}")
-        self.default_detector = _preset(settings.detector)
+        self.default_detector = preset_name(settings.detector)
         self.cpu_threads = settings.threads_per_recognition
         self._predictors: dict[tuple[str, str], Predictor] = {}
         self._detectors: dict[str, object] = {}
@@ -114,7 +114,7 @@ class Engine:
             return self._predictors[(name, mode)]
 
     def detector(self, name: str | None):
-        name = self.default_detector if name is None else _preset(name)
+        name = self.default_detector if name is None else preset_name(name)
         with self._loading:
             if name not in self._detectors:
                 # an unknown name: MimikaError naming the presets; threads: for the kinds that have them
@@ -126,7 +126,7 @@ class Engine:
 
     def recognizer(self, options: Options) -> Recognizer:
         name = self.model_name(options.model)
-        key = (name, options.tta, _preset(options.detector or self.default_detector))
+        key = (name, options.tta, preset_name(options.detector or self.default_detector))
         rec = self._recognizers.get(key)
         if rec is None:
             rec = Recognizer(self.predictor(name, options.tta), self.detector(options.detector))
@@ -137,11 +137,8 @@ class Engine:
     def predict(self, data: bytes, name: str, options: Options) -> dict:
         """The per-file object of `mimika predict --json` for one uploaded image."""
         result = _recognized(self.recognizer(options), data, "rgb", name)
-        out = result.to_dict()
-        if not options.landmarks:
-            for face in out["faces"]:
-                face.pop("landmarks", None)
-        return out
+        result.faces = _shown(result.faces, options)
+        return result.to_dict()
 
     def annotate(self, data: bytes, name: str, options: Options) -> tuple[bytes, str, int]:
         """The uploaded image with each face's box and label drawn: (encoded bytes, media type,
@@ -152,11 +149,7 @@ class Engine:
             bgr = read_color(data)
         except MimikaError as e:
             raise BadImage(_named(str(e), name)) from None
-        result = _recognized(rec, bgr, "bgr", name)
-        faces = result.faces
-        if not options.landmarks:
-            faces = [dataclasses.replace(f, landmarks=None) if getattr(f, "landmarks", None) is not None else f
-                     for f in faces]
+        faces = _shown(_recognized(rec, bgr, "bgr", name).faces, options)
         suffix, media = FORMATS[options.format]
         ok, buf = cv2.imencode(suffix, draw_faces(bgr, faces, color="bgr"),
                                [cv2.IMWRITE_JPEG_QUALITY, 90] if suffix == ".jpg" else [])
@@ -194,9 +187,9 @@ class Engine:
             return None
 
 
-def _preset(name: str) -> str:
-    """A detector preset's own name ("default" names the default one)."""
-    return DEFAULT_DETECTOR if name == "default" else name
+def _shown(faces: list, options: Options) -> list:
+    """The faces as the request asked for them: without landmarks unless `landmarks` was set."""
+    return faces if options.landmarks else [dataclasses.replace(f, landmarks=None) for f in faces]
 
 
 def _recognized(rec: Recognizer, image, color: str, name: str) -> ImageResult:
