@@ -1,106 +1,105 @@
-"""Probabilities you can trust: temperature scaling fitted on validation data, and the expected
-calibration error that measures it.
+"""What is fitted on validation data after training, and stored in the model's config: the
+temperature that makes probabilities trustworthy, and the class prior with its balance for
+answers that do not favour the classes common in training.
 
 A network trained with cross-entropy is usually over-confident: of the faces it gives 0.9, fewer
 than 90% are right. Dividing its logits by one number, the temperature (stored in the model's
 config, `ModelConfig.temperature`), fitted to minimise the negative log-likelihood of a
-validation set, fixes most of it without changing a single view's decision (the most likely
-emotion stays the same; a model that averages its mirror image averages the scaled views'
-probabilities, which can move a few borderline faces). Never fit it on a test split.
+validation set, fixes most of it without changing a single decision (the most likely emotion
+stays the same: a model that averages its mirror image averages the two views' logits before
+the temperature). Never fit it on a test split.
+
+A network learns how common each class was in training (FER+: a third neutral, 0.5% contempt) and
+answers a rare class only on strong evidence. On photos where the classes are spread otherwise
+(posed expressions, other cameras) that costs the rare classes most of their recall. Subtracting
+`balance` x log(the training share of each class) from the logits removes that preference (logit
+adjustment, Menon et al. 2021); the balance is chosen for the best balanced accuracy on validation
+data, and used when a prediction asks for the "balanced" prior (`ModelConfig.prior`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .errors import MimikaError
+from .metrics import balanced_accuracy, expected_calibration_error
 
-ECE_BINS = 15
-
-
-def expected_calibration_error(probs: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> float:
-    """The share-weighted gap between confidence (top probability) and accuracy over `bins`
-    equal-width confidence bins."""
-    probs = np.asarray(probs, np.float64)
-    if len(probs) == 0:
-        return 0.0
-    conf, pred = probs.max(1), probs.argmax(1)
-    right = (pred == np.asarray(y)).astype(np.float64)
-    edges = np.linspace(0, 1, bins + 1)
-    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
-    ece = 0.0
-    for b in range(bins):
-        inside = which == b
-        if inside.any():
-            ece += inside.mean() * abs(conf[inside].mean() - right[inside].mean())
-    return float(ece)
+BALANCES = np.round(np.arange(0.0, 3.0001, 0.05), 2)  # the balances tried by `balance_for`
 
 
-def view_logits(model, faces: np.ndarray, batch_size: int = 256) -> list[np.ndarray]:
-    """The network's logits for the faces, one array per test-time view (the faces, and their mirror
-    images when the model averages a flip), so a temperature can be tried without running it again."""
-    faces = np.asarray(faces)
-    views = [faces] + ([faces[:, :, ::-1]] if model.config.tta == "flip" else [])
-    return [np.concatenate([np.asarray(model.logits(model.config.normalize(v[i:i + batch_size])), np.float64)
-                            for i in range(0, len(v), batch_size)]) for v in views]
+def prediction_logits(model, faces: np.ndarray) -> np.ndarray:
+    """The logits prediction turns into probabilities (mirror images averaged in when the model
+    asks for them), computed once so that every temperature and balance is tried on them."""
+    return model.config.prediction_logits(model.logits, faces)
 
 
-def probabilities(logits: list[np.ndarray], temperature: float) -> np.ndarray:
-    """What `ModelConfig.predict_proba` gives with this temperature: the views' softmaxes averaged."""
-    out = 0
-    for z in logits:
-        z = z / temperature
-        e = np.exp(z - z.max(1, keepdims=True))
-        out = out + e / e.sum(1, keepdims=True)
-    return out / len(logits)
+def probabilities(z: np.ndarray, temperature: float, offset: np.ndarray | None = None) -> np.ndarray:
+    """What `ModelConfig.predict_proba` gives for test-time logits `z` with this temperature (and
+    logit offset, the balanced prior's)."""
+    z = (z if offset is None else z + offset) / temperature
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
 
 
 def nll(probs: np.ndarray, y: np.ndarray) -> float:
     return float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, 1)).mean())
 
 
-def fit_temperature(model, faces: np.ndarray, y: np.ndarray) -> float:
-    """The temperature that minimises the validation NLL of `model` (an OnnxModel or Model) on
-    `faces` with labels `y` (indices into its labels)."""
-    return temperature_for(view_logits(model, faces), y)
-
-
-def temperature_for(logits: list[np.ndarray], y: np.ndarray) -> float:
-    """The temperature that minimises the NLL of the views' `logits` (from `view_logits`) for labels
-    `y`: a log-scale search from 0.2 to 5, refined."""
+def temperature_for(z: np.ndarray, y: np.ndarray) -> float:
+    """The temperature that minimises the NLL of test-time logits `z` for labels `y`: a log-scale
+    search from 0.2 to 5, refined."""
     if len(y) < 50:
         raise MimikaError(f"calibration needs a validation set of at least 50 faces, got {len(y)}")
-    loss = lambda t: nll(probabilities(logits, t), y)  # noqa: E731
+    loss = lambda t: nll(probabilities(z, t), y)  # noqa: E731
     best = min(np.exp(np.linspace(np.log(0.2), np.log(5.0), 161)), key=loss)
     return float(round(min(best * np.exp(np.linspace(-0.03, 0.03, 61)), key=loss), 4))
 
 
-def write_temperature(path, temperature: float) -> None:
-    """Store the temperature in a model file's config: a `.npz` is saved again (its weights as they
-    were), an `.onnx` gets its config metadata and checksum rewritten (the graph untouched)."""
-    from pathlib import Path
-    path = Path(path)
-    if path.suffix == ".npz":
-        from .model import Model
-        model = Model.load(path)
-        model.config.temperature = float(temperature)
-        model.save(path, dtype=model.stored_dtype)
-    else:
-        from .export import rewrite_config
-        from .runtime import OnnxModel
-        config = OnnxModel(path).config
-        config.temperature = float(temperature)
-        rewrite_config(path, config.to_dict())
+def class_prior(y: np.ndarray, n: int) -> list[float]:
+    """Each class's share of the training faces `y` (indices), a class without faces counted as one."""
+    counts = np.maximum(np.bincount(np.asarray(y), minlength=n), 1).astype(np.float64)
+    return [float(round(v, 6)) for v in counts / counts.sum()]
 
 
-def calibrate(path, faces: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
-    """Fit the temperature of the model file at `path` on validation faces (labels `y`, indices into
-    its labels) and store it in the file. Returns (temperature, ECE before, ECE after)."""
+def balance_for(z: np.ndarray, y: np.ndarray, temperature: float, prior: list[float]) -> float:
+    """The balance (from `BALANCES`) whose answers have the best balanced accuracy on validation
+    faces with labels `y`; the smallest of equals, so the answers move no further than they must."""
+    log_prior = np.log(np.asarray(prior))
+    score = [balanced_accuracy(y, probabilities(z, temperature, -b * log_prior).argmax(1), len(prior))
+             for b in BALANCES]
+    return float(BALANCES[int(np.argmax(score))])
+
+
+@dataclass
+class Fitted:
+    """What `calibrate` fitted, and its validation figures before and after."""
+
+    temperature: float
+    ece_before: float
+    ece_after: float
+    class_prior: list[float]
+    balance: float
+    balanced_accuracy: tuple[float, float]  # training prior, balanced prior
+    accuracy: tuple[float, float]
+
+
+def calibrate(path, faces: np.ndarray, y: np.ndarray, train_y: np.ndarray) -> Fitted:
+    """Fit the temperature and the balance of the model file at `path` on validation faces (labels
+    `y`, indices into its labels), with the class prior of its training faces' labels `train_y`,
+    and store them in the file."""
+    from .export import update_model_config
     from .runtime import load_predictor
     model = load_predictor(path)
-    z = view_logits(model, faces)  # the network runs once; every temperature is tried on its logits
+    n = len(model.labels)
+    z = prediction_logits(model, faces)  # the network runs once; every fit is tried on its logits
     before = expected_calibration_error(probabilities(z, model.config.temperature), y)
     temperature = temperature_for(z, y)
-    write_temperature(path, temperature)
-    return temperature, before, expected_calibration_error(probabilities(z, temperature), y)
-
+    prior = class_prior(train_y, n)
+    balance = balance_for(z, y, temperature, prior)
+    plain, balanced = (probabilities(z, temperature, b * -np.log(prior)).argmax(1) for b in (0.0, balance))
+    update_model_config(path, temperature=temperature, class_prior=prior, balance=balance)
+    return Fitted(temperature, before, expected_calibration_error(probabilities(z, temperature), y), prior, balance,
+                  (balanced_accuracy(y, plain, n), balanced_accuracy(y, balanced, n)),
+                  (float((plain == y).mean()), float((balanced == y).mean())))

@@ -9,6 +9,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+from .labels import PRIORS
 from .errors import MimikaError
 
 
@@ -104,7 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--crop", choices=["detect", "whole"], default="detect",
                    help="whole: each image is one face (pre-cropped faces), no detection")
     p.add_argument("--verbose", action="store_true", help="show the image decoders' own warnings")
-    _tta_arg(p)
+    _test_time_args(p)
     v = p.add_argument_group("videos and annotated copies")
     v.add_argument("--landmarks", action="store_true", help="draw each face's eyes, nose and mouth on annotated copies")
     v.add_argument("--smooth", type=_number(float, 0.0, 0.99), default=0.0, metavar="A",
@@ -165,7 +166,8 @@ def _parser() -> argparse.ArgumentParser:
 
     e = command("evaluate", "score a model on a labelled face set",
                 ["mimika evaluate --model ferplus --data fer2013new.csv --split PrivateTest",
-                 "mimika evaluate --model seed --data ../shared/data/ckplus --split heldout --confusion cm.png"])
+                 "mimika evaluate --model seed --data ../shared/data/ckplus --split heldout --confusion cm.png",
+                 "mimika evaluate --model ferplus --data ../shared/data/ckplus --detector cnn --data-classes-only"])
     e.add_argument("--model", help="shipped model name or model file")
     data_args(e)
     e.add_argument("--split", default="all", help="all; heldout (the subjects the model's training held out); or "
@@ -176,9 +178,12 @@ def _parser() -> argparse.ArgumentParser:
                    "(the 8-class protocol)")
     e.add_argument("--known-classes", action="store_true", help="score only the faces of classes the model knows "
                    "(a model tested on another dataset; the others are counted and left out)")
+    e.add_argument("--data-classes-only", action="store_true", help="the model answers only among the classes the "
+                   "data has, its probabilities renormalized over them (CK+ peaks: one of the 7 emotions, neutral "
+                   "not being an answer)")
     _device_arg(e, "auto", "where the model runs: cuda (ONNX Runtime's CUDA provider, or PyTorch's GPU for a .npz), "
                 "cpu, or auto (the GPU when there is one)")
-    _tta_arg(e)
+    _test_time_args(e)
 
     mo = command("models", "list the shipped models", ["mimika models", "mimika models --verbose"])
     mo.add_argument("--verbose", action="store_true", help="also each model's file, and which ONNX Runtime "
@@ -190,8 +195,8 @@ def _parser() -> argparse.ArgumentParser:
     mg.add_argument("--sort", action="store_true", help="order by file and frame, as one run over the inputs would")
     mg.add_argument("--out", help="write here (atomically) instead of to standard output")
 
-    k = command("calibrate", "fit the temperature that makes a model's probabilities honest, on validation data "
-                "(written into the model file)",
+    k = command("calibrate", "fit, on validation data, the temperature that makes a model's probabilities "
+                "honest and the balance of its answers under --prior balanced (written into the model file)",
                 ["mimika calibrate mimika/models/ferplus.onnx --data fer2013new.csv   # its PublicTest split",
                  "mimika calibrate mine.npz --data ../shared/data/ckplus --split heldout"])
     k.add_argument("model", help="model file (.onnx or .npz; a shipped name means its .onnx)")
@@ -207,12 +212,18 @@ def _parser() -> argparse.ArgumentParser:
 
     g = command("configure", "change how a trained model is used (rewrites its .npz)",
                 ["mimika configure mine.npz --tta flip", "mimika configure mine.npz --margin 0.1",
-                 "mimika configure mine.float.onnx --temperature 0.56   # what calibrate fitted on mine.onnx"])
-    g.add_argument("model", help="model file (.npz; an .onnx for --temperature alone)")
+                 "mimika configure mine.float.onnx --temperature 0.56   # what calibrate fitted on mine.onnx",
+                 "mimika configure mine.npz --fitted-from mine.onnx   # temperature, class shares and balance",
+                 "mimika configure mine.onnx --prior balanced   # answer with the balanced prior by default"])
+    g.add_argument("model", help="model file (.npz; an .onnx for --temperature, --fitted-from and --prior alone)")
     g.add_argument("--tta", choices=["none", "flip"], help="test-time augmentation")
     g.add_argument("--margin", type=MARGIN, help="crop margin around detected face boxes")
     g.add_argument("--temperature", type=TEMPERATURE, help="the logits' divisor that `calibrate` fitted for the "
                    "same weights (0.01-100; 1 turns calibration off)")
+    g.add_argument("--fitted-from", metavar="FILE", help="copy what `calibrate` fitted on FILE, a file of the same "
+                   "weights (its .onnx, .float.onnx or .npz): temperature, training class shares, balance")
+    g.add_argument("--prior", choices=list(PRIORS), help="the class prior the model answers with unless told "
+                   "otherwise (balanced needs the class shares `calibrate` fits)")
 
     x = command("export", "write a trained model as ONNX, for prediction without PyTorch",
                 ["mimika export mine.npz mine.onnx", "mimika export mine.npz mine.onnx --int8 --calibration fer2013.csv"])
@@ -229,9 +240,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _tta_arg(p) -> None:
+def _test_time_args(p) -> None:
     p.add_argument("--tta", choices=["model", "none", "flip"], default="model",
                    help="test-time augmentation (model: what the model file says; none: twice as fast)")
+    p.add_argument("--prior", choices=["model", *PRIORS], default="model",
+                   help="how common the answers assume each emotion is: training (as in the training photos: "
+                   "best on web photos like them), balanced (all equally: best on posed faces and other "
+                   "cameras, see the README's cross-domain table), model (what the model file says)")
 
 
 def _nproc_arg(p) -> None:
@@ -251,9 +266,16 @@ def _shard(text: str):
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _apply_tta(model, tta: str) -> None:
+def _apply_test_time(model, tta: str, prior: str = "model") -> None:
+    """The test-time choices of the command line, over the model file's own."""
     if tta != "model":
         model.config.tta = "" if tta == "none" else tta
+    if prior != "model":
+        model.config.prior = prior
+        try:
+            model.config.logit_offset()  # a prior the model cannot give: one line before any work
+        except MimikaError as e:
+            raise MimikaError(f"{getattr(model, 'path', 'the model')}: --prior {prior}: {e}") from None
 
 
 def _log(*args) -> None:
@@ -275,7 +297,7 @@ def cmd_predict(args) -> int:
     detector = get_detector(args.detector, scale_factor=args.scale_factor, min_neighbors=args.min_neighbors,
                             min_size=args.min_face, downscale=args.downscale, cascade=args.cascade)
     recognizer = Recognizer(args.model, detector, crop=args.crop, align=args.align)
-    _apply_tta(recognizer.model, args.tta)
+    _apply_test_time(recognizer.model, args.tta, args.prior)
     sources = expand_inputs(args.images)
     if not sources:
         raise MimikaError(f"{' '.join(args.images)}: no images or videos found")
@@ -406,13 +428,13 @@ def cmd_evaluate(args) -> int:
         require_matplotlib("--confusion", args.confusion)
     set_quiet(args.json)
     model = load_predictor(args.model, device=args.device)
-    _apply_tta(model, args.tta)
+    _apply_test_time(model, args.tta, args.prior)
     data = evaluation_set(_load_data(args, model.config.crop), args.split, model.config.info, str(args.model))
     if args.known_classes:
         data, left_out = data.known_to(model.labels)
         if left_out:
             _log("left out, classes the model does not know: " + ", ".join(f"{n} ({c})" for n, c in left_out.items()))
-    rep = evaluate(model, data, device=args.device)
+    rep = evaluate(model, data, device=args.device, data_classes_only=args.data_classes_only)
     if args.confusion:
         from .plots import plot_confusion
         plot_confusion(rep, args.confusion)
@@ -452,18 +474,23 @@ def cmd_merge(args) -> int:
 def cmd_calibrate(args) -> int:
     from .calibration import calibrate
     from .config import resolve_model_path
-    from .datasets import evaluation_set
+    from .datasets import evaluation_set, training_faces
     from .runtime import load_predictor
 
     if args.split.lower().replace("_", "") in ("privatetest", "test", "all"):
         raise MimikaError(f"--split {args.split}: calibration is fitted on validation faces, never on a test split")
     path = resolve_model_path(args.model, prefer=(".onnx", ".npz"))
     model = load_predictor(path)
-    data = evaluation_set(_load_data(args, model.config.crop), args.split, model.config.info, str(path))
-    data = data.relabel(model.labels)
-    temperature, before, after = calibrate(path, data.faces, data.y)
-    print(f"{path}: temperature {temperature:.4f}; calibration error (ECE) on {args.split} ({len(data)} faces): "
-          f"{before:.4f} -> {after:.4f}")
+    data = _load_data(args, model.config.crop)
+    val = evaluation_set(data, args.split, model.config.info, str(path)).relabel(model.labels)
+    train = training_faces(data, model.config.info, str(path)).relabel(model.labels)
+    f = calibrate(path, val.faces, val.y, train.y)
+    print(f"{path}: temperature {f.temperature:.4f}; calibration error (ECE) on {args.split} ({len(val)} faces): "
+          f"{f.ece_before:.4f} -> {f.ece_after:.4f}")
+    print(f"{path}: balance {f.balance:g} for --prior balanced (training shares of {len(train)} faces: "
+          + ", ".join(f"{n} {p:.3f}" for n, p in zip(model.labels, f.class_prior)) + f"); on {args.split}: "
+          f"accuracy {f.accuracy[0]:.4f} -> {f.accuracy[1]:.4f}, balanced accuracy "
+          f"{f.balanced_accuracy[0]:.4f} -> {f.balanced_accuracy[1]:.4f}")
     return 0
 
 
@@ -474,25 +501,32 @@ def cmd_serve(args) -> int:
 
 def cmd_configure(args) -> int:
     from dataclasses import replace
+    from .export import update_model_config
     from .model import Model
+    from .runtime import load_predictor
     path = Path(args.model)
-    if path.suffix == ".onnx" and args.temperature is not None and args.tta is None and args.margin is None:
-        from .calibration import write_temperature
-        write_temperature(path, args.temperature)
-        print(f"{path}: temperature {args.temperature:g}")
-        return 0
-    if path.suffix != ".npz":
-        raise MimikaError(f"{path}: configure rewrites a .npz model file (export it again afterwards)")
-    model = Model.load(path)
-    if args.tta is not None:
-        model.config.tta = "" if args.tta == "none" else args.tta
-    if args.margin is not None:
-        model.config.crop = replace(model.config.crop, margin=args.margin)
+    fields = {}
+    if args.fitted_from:
+        source = load_predictor(args.fitted_from).config
+        if source.labels != load_predictor(path).config.labels:
+            raise MimikaError(f"{args.fitted_from}: other labels than {path}: not a file of the same weights")
+        fields.update(temperature=source.temperature, class_prior=source.class_prior, balance=source.balance)
     if args.temperature is not None:
-        model.config.temperature = args.temperature
-    model.save(path, dtype=model.stored_dtype)
-    print(f"{path}: tta {model.config.tta or 'none'}, margin {model.config.crop.margin}, "
-          f"temperature {model.config.temperature:g}")
+        fields["temperature"] = args.temperature
+    if args.prior is not None:
+        fields["prior"] = args.prior
+    if args.tta is not None or args.margin is not None:
+        if path.suffix != ".npz":
+            raise MimikaError(f"{path}: --tta and --margin rewrite a .npz model file (export it again afterwards)")
+        model = Model.load(path)
+        fields.update({"tta": "" if args.tta == "none" else args.tta} if args.tta is not None else {})
+        fields.update({"crop": replace(model.config.crop, margin=args.margin)} if args.margin is not None else {})
+    if not fields:
+        raise MimikaError("nothing to change: give --tta, --margin, --temperature, --fitted-from or --prior")
+    update_model_config(path, **fields)  # checks the result: a balanced prior without class shares is refused
+    c = load_predictor(path).config
+    print(f"{path}: tta {c.tta or 'none'}, margin {c.crop.margin}, temperature {c.temperature:g}, prior {c.prior}"
+          + (f" (balance {c.balance:g})" if c.class_prior else ""))
     return 0
 
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from .crop import CropSpec
 from .errors import MimikaError
+from .labels import PRIORS
 
 DEFAULT_MODEL = "ferplus"
 MODEL_FORMAT = "mimika-model"  # the format tag of `.npz` model files and training checkpoints
@@ -30,9 +31,12 @@ class ModelConfig:
     crop: CropSpec
     mean: float = 0.0  # input = (pixel / 255 - mean) / std
     std: float = 1.0
-    tta: str = ""  # test-time augmentation: "" none, "flip" averages the face and its mirror image
+    tta: str = ""  # test-time augmentation: "" none, "flip" averages the logits of the face and its mirror image
     temperature: float = 1.0  # logits are divided by it before the softmax: fitted on validation data
     #                           (`mimika calibrate`) so that a probability says how often it is right
+    class_prior: list[float] | None = None  # each label's share of the training faces (`mimika calibrate`)
+    balance: float = 0.0  # how much of the training prior "balanced" answers remove, fitted on validation
+    prior: str = "training"  # "training": classes as common as in training; "balanced": all equally likely
     info: dict = field(default_factory=dict)  # provenance: data, command, metrics
 
     @property
@@ -45,7 +49,26 @@ class ModelConfig:
              "mean": self.mean, "std": self.std, "tta": self.tta, "info": self.info}
         if self.temperature != 1.0:  # written only when set: files without it read as before
             d["temperature"] = self.temperature
+        if self.class_prior is not None:
+            d["class_prior"], d["balance"] = list(self.class_prior), self.balance
+        if self.prior != "training":
+            d["prior"] = self.prior
         return d
+
+    def forget_calibration(self) -> None:
+        """Drop what `mimika calibrate` fitted: it belongs to the weights (and labels) it was fitted on."""
+        self.temperature, self.class_prior, self.balance, self.prior = 1.0, None, 0.0, "training"
+
+    def logit_offset(self) -> np.ndarray | None:
+        """What answers under the "balanced" prior add to the logits: -balance x log(class prior)
+        (logit adjustment, Menon et al. 2021): a class rare in training is no longer answered less
+        often for being rare. None under the training prior."""
+        if self.prior == "training":
+            return None
+        if self.class_prior is None:
+            raise MimikaError("balanced answers need the training class shares: the model has none (`mimika "
+                              "calibrate` fits them, with the balance, on validation data)")
+        return -self.balance * np.log(np.asarray(self.class_prior, np.float64))
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
@@ -72,41 +95,59 @@ class ModelConfig:
         need(d.get("tta", "") in TTA_MODES, f"'tta' must be one of {TTA_MODES}")
         temperature = d.get("temperature", 1.0)
         need(_number(temperature) and 0.01 <= temperature <= 100, "'temperature' must be a number from 0.01 to 100")
+        prior = d.get("class_prior")
+        need(prior is None or (isinstance(prior, list) and len(prior) == len(labels)
+                               and all(_number(v) and 0 < v <= 1 for v in prior) and abs(sum(prior) - 1) < 1e-3),
+             "'class_prior' must be one share per label, each above 0, summing to 1")
+        balance = d.get("balance", 0.0)
+        need(_number(balance) and 0 <= balance <= 5, "'balance' must be a number from 0 to 5")
+        need(d.get("prior", "training") in PRIORS, f"'prior' must be one of {', '.join(PRIORS)}")
         need(isinstance(d.get("info", {}), dict), "'info' must be a JSON object")
         return cls(arch=d["arch"], labels=list(labels), crop=CropSpec(**crop), mean=float(mean), std=float(std),
-                   tta=d.get("tta", ""), temperature=float(temperature), info=d.get("info", {}))
+                   tta=d.get("tta", ""), temperature=float(temperature),
+                   class_prior=None if prior is None else [float(v) for v in prior], balance=float(balance),
+                   prior=d.get("prior", "training"), info=d.get("info", {}))
 
     def normalize(self, crops: np.ndarray) -> np.ndarray:
         """uint8 crops N x H x W -> float32 network input N x 1 x H x W."""
         x = np.asarray(crops, dtype=np.float32)[:, None]
         return (x * np.float32(1 / 255.0) - np.float32(self.mean)) * np.float32(1 / self.std)
 
-    def predict_proba(self, logits: Callable[[np.ndarray], np.ndarray], crops: np.ndarray,
-                      batch_size: int = 256) -> np.ndarray:
-        """Softmax probabilities of `logits` (a network run on normalized input) for face crops,
-        in batches; rows sum to 1. Shared by the PyTorch and ONNX back ends."""
+    def prediction_logits(self, logits: Callable[[np.ndarray], np.ndarray], crops: np.ndarray,
+                         batch_size: int = 256) -> np.ndarray:
+        """The logits N x C that prediction turns into probabilities: `logits` (a network run on
+        normalized input) on the face crops in batches, averaged with their mirror images' when the
+        model asks for flip. Calibration fits on exactly these."""
         crops = np.asarray(crops)
         expect = (self.crop.height, self.crop.width)
         if crops.ndim != 3 or crops.shape[1:] != expect:
             raise MimikaError(f"face crops must be N x {expect[0]} x {expect[1]}, got {crops.shape}")
-        if len(crops) == 0:
-            return np.zeros((0, len(self.labels)))
         if self.tta not in TTA_MODES:
             raise MimikaError(f"unknown test-time augmentation {self.tta!r}")
         views = 2 if self.tta == "flip" else 1
         step = max(1, batch_size // views)
-        parts = []
+        parts = [np.zeros((0, len(self.labels)))]
         for i in range(0, len(crops), step):
             chunk = crops[i:i + step]
             if views == 2:  # the faces and their mirror images in one run: one call's overhead, not two
                 chunk = np.concatenate([chunk, chunk[:, :, ::-1]])
-            z = np.asarray(logits(self.normalize(chunk)))
+            z = np.asarray(logits(self.normalize(chunk)), np.float64)
             if z.shape != (len(chunk), len(self.labels)):
                 raise MimikaError(f"the model's output has shape {z.shape}, expected {(len(chunk), len(self.labels))} "
                                   "(one score per label): the network does not fit its config")
-            p = _softmax(z / self.temperature)
-            parts.append(p if views == 1 else (p[:len(p) // 2] + p[len(p) // 2:]) / 2)
-        p = np.concatenate(parts)
+            if views == 2:  # the views' logits averaged: the temperature then never changes a decision
+                z = (z[:len(z) // 2] + z[len(z) // 2:]) / 2
+            parts.append(z)
+        return np.concatenate(parts)
+
+    def predict_proba(self, logits: Callable[[np.ndarray], np.ndarray], crops: np.ndarray,
+                      batch_size: int = 256) -> np.ndarray:
+        """Probabilities N x C (rows sum to 1) for face crops: the softmax of the test-time logits,
+        under the model's class prior and divided by its temperature. Shared by the PyTorch and
+        ONNX back ends."""
+        z = self.prediction_logits(logits, crops, batch_size)
+        offset = self.logit_offset()
+        p = _softmax((z if offset is None else z + offset) / self.temperature)
         if not np.isfinite(p).all():
             raise MimikaError("the model's output is not a number (NaN or infinite) for some faces: "
                               "the model file is damaged or was trained into divergence")

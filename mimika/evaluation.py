@@ -5,13 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .calibration import ECE_BINS, expected_calibration_error
 from .datasets import FaceSet
-
-
-def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n: int) -> np.ndarray:
-    """Rows: true class, columns: predicted class."""
-    return np.bincount(n * np.asarray(y_true) + np.asarray(y_pred), minlength=n * n).reshape(n, n)
+from .metrics import ECE_BINS, balanced_accuracy, confusion_matrix, expected_calibration_error, recall_per_class
 
 
 def report(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str], probs: np.ndarray | None = None) -> dict:
@@ -20,16 +15,15 @@ def report(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str], probs: np.
     tp = np.diag(cm).astype(float)
     support = cm.sum(axis=1)
     predicted = cm.sum(axis=0)
+    recall = recall_per_class(cm)
     with np.errstate(divide="ignore", invalid="ignore"):
-        recall = np.where(support > 0, tp / support, 0.0)
         precision = np.where(predicted > 0, tp / predicted, 0.0)
         f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
-    present = support > 0
     n = int(cm.sum())
     return {
         "n": n,
         "accuracy": float(tp.sum() / n) if n else 0.0,
-        "balanced_accuracy": float(recall[present].mean()) if present.any() else 0.0,
+        "balanced_accuracy": balanced_accuracy(y_true, y_pred, len(labels)),
         "per_class": {
             name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
                    "support": int(support[i])}
@@ -40,9 +34,12 @@ def report(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str], probs: np.
     }
 
 
-def evaluate(model, data: FaceSet, device: str = "cpu") -> dict:
+def evaluate(model, data: FaceSet, device: str = "cpu", data_classes_only: bool = False) -> dict:
     """Score a model (PyTorch `Model` or `OnnxModel`) on a face set whose classes it knows.
-    `device` runs a PyTorch model's network there ("cuda"); an OnnxModel runs where it was loaded."""
+    `device` runs a PyTorch model's network there ("cuda"); an OnnxModel runs where it was loaded.
+    `data_classes_only`: the model answers among the classes the data has (its probabilities
+    renormalized over them), as when CK+ peak frames are read as one of 7 emotions, neutral not
+    being an answer."""
     from .progress import progress
     data = data.relabel(model.labels)
     step = 1024
@@ -54,7 +51,16 @@ def evaluate(model, data: FaceSet, device: str = "cpu") -> dict:
     probs = np.concatenate([predict(data.faces[i:i + step])
                             for i in progress(range(0, len(data), step), "evaluating",
                                               total=-(-len(data) // step), unit="chunk")])
+    if data_classes_only:
+        probs = among(probs, np.unique(data.y))
     return report(data.y, probs.argmax(axis=1), model.labels, probs)
+
+
+def among(probs: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Probabilities N x C restricted to `classes` (indices) and renormalized: the others get 0."""
+    out = np.zeros_like(probs)
+    out[:, classes] = probs[:, classes]
+    return out / np.maximum(out.sum(axis=1, keepdims=True), 1e-12)
 
 
 def format_report(rep: dict) -> str:

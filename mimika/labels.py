@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from .errors import MimikaError
 
+#: The class priors a model can answer under (`ModelConfig.prior`): "training", the classes as
+#: common as in its training faces; "balanced", every class equally likely (`mimika calibrate`).
+PRIORS = ("training", "balanced")
+
 #: CK+ emotion codes, as in the `Emotion/*_emotion.txt` files.
 CKPLUS_CODES: dict[int, str] = {
     0: "neutral",

@@ -120,4 +120,5 @@ class Model:
                     new.bias[i] = old.bias[j]
         self.net.head = new
         self.config.labels = list(labels)
+        self.config.forget_calibration()
         return self

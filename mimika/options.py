@@ -36,6 +36,10 @@ class TrainOptions:
     photometric: bool = option(False, "with --augment: random contrast, brightness, blur and sensor noise "
                                "of training faces (other cameras)")
     soft_labels: bool = option(False, "train on the data's vote distributions (FER+) where it has them")
+    logit_adjust: float = option(0.0, "weight tau of a balanced loss for rare classes: tau x log(class share in "
+                                 "the training set) is added to the logits while training (logit adjustment, Menon "
+                                 "et al. 2021): the loss asks wider margins for rare classes, and prediction uses "
+                                 "the plain logits. 0: plain cross-entropy", low=0, high=5)
     keep_best: bool = option(False, "end with the weights of the epoch with the best validation accuracy",
                              fixed=False)
     device: str = option("auto", "where to train: cuda (this process's GPU), cpu, or auto (cuda when PyTorch "

@@ -22,6 +22,7 @@ from .boxes import Box, Detection
 from .detection import DEFAULT_DETECTOR, get_detector
 from .errors import MimikaError
 from .images import load_image
+from .labels import PRIORS
 from .results import Face, ImageResult, Results
 from .runtime import load_predictor
 
@@ -47,13 +48,17 @@ class Recognizer:
     model (a `Predictor`: e.g. a freshly trained `Model`). `detector`: a detector or a preset's
     name (`mimika.detection.PRESETS`; None: the default, the CNN). `crop="whole"` takes every image
     as one face (pre-cropped face sets) instead of detecting faces. `align=False` crops boxes even
-    where the detector gives landmarks."""
+    where the detector gives landmarks. `prior="balanced"` answers as if every emotion were equally
+    common (posed faces, other cameras: the README's cross-domain table); "training" as common as in
+    the training photos; "model" as the model file says."""
 
     def __init__(self, model: str | os.PathLike | Predictor | None = None, detector=None, crop: str = "detect",
-                 align: bool = True):
+                 align: bool = True, prior: str = "model"):
         if crop not in CROP_MODES:
             raise MimikaError(f"crop must be one of {', '.join(CROP_MODES)}, got {crop!r}")
         self.model = model if isinstance(model, Predictor) else load_predictor(model)
+        if prior != "model":
+            self.model = with_prior(self.model, prior)
         self.detector = detector if hasattr(detector, "detect") else get_detector(detector or DEFAULT_DETECTOR)
         self.crop, self.align = crop, align
 
@@ -204,17 +209,31 @@ def _scaled_points(points, scale: float):
     return None if points is None else tuple((x * scale, y * scale) for x, y in points)
 
 
-_default: dict[str, Recognizer] = {}
+_default: dict[tuple[str, str], Recognizer] = {}
 
 
-def recognize(image, model=None, color: str = "rgb") -> list[Face]:
-    """The faces in an image with their emotion scores (the default model unless one is named)."""
+def recognize(image, model=None, color: str = "rgb", prior: str = "model") -> list[Face]:
+    """The faces in an image with their emotion scores (the default model unless one is named;
+    `prior` as for `Recognizer`)."""
     if isinstance(model, Predictor):
-        return Recognizer(model).get(image, color=color)
-    key = str(model)
+        return Recognizer(model, prior=prior).get(image, color=color)
+    key = (str(model), prior)
     if key not in _default:
-        _default[key] = Recognizer(model)
+        _default[key] = Recognizer(model, prior=prior)
     return _default[key].get(image, color=color)
+
+
+def with_prior(model: Predictor, prior: str) -> Predictor:
+    """The model answering under another class prior: a copy sharing the network (the given object,
+    perhaps used elsewhere, is left as it was). A prior the model cannot give is one clear error."""
+    import copy
+    from dataclasses import replace
+    if prior not in PRIORS:
+        raise MimikaError(f"prior must be one of model, {', '.join(PRIORS)}, got {prior!r}")
+    other = copy.copy(model)
+    other.config = replace(model.config, prior=prior)
+    other.config.logit_offset()
+    return other
 
 
 def expand_inputs(paths: Iterable[str | os.PathLike]) -> list[Source]:

@@ -88,6 +88,18 @@ def evaluate_loss(model: Model, data: FaceSet, options: TrainOptions | None = No
     return loss_sum / len(data), correct / len(data)
 
 
+def logit_offset(data: FaceSet, options: TrainOptions) -> torch.Tensor | None:
+    """tau x log(class prior) of the training set (from its vote distributions when the run trains on
+    them), added to the logits by the balanced loss; None without --logit-adjust. A class the set
+    lacks gets the prior of a single face, not log 0."""
+    if options.logit_adjust == 0:
+        return None
+    use_soft = options.soft_labels and data.soft is not None
+    counts = data.soft.sum(axis=0) if use_soft else np.bincount(data.y, minlength=len(data.labels))
+    prior = np.maximum(counts, 1.0) / max(float(counts.sum()), 1.0)
+    return torch.from_numpy((options.logit_adjust * np.log(prior)).astype(np.float32))
+
+
 class Trainer:
     """One training run; `run()` trains, checkpointing after each epoch when asked."""
 
@@ -124,6 +136,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if self.amp == torch.float16 else None
         self.state = TrainingState(history=[], best=None, world_size=world.size)
         self.fingerprint = checkpoints.data_fingerprint(self.train_set)
+        self.logit_offset = logit_offset(self.train_set, o)
         self.ddp = None  # DistributedDataParallel around the network while run() runs, on several processes
 
     @property
@@ -200,6 +213,8 @@ class Trainer:
                 x = augment(x, photometric=o.photometric)  # on the CPU, from its checkpointed generator
             with _autocast(w.device, self.amp):
                 logits = net(_layout(x.to(w.device), o.channels_last)).float()
+            if self.logit_offset is not None:
+                logits = logits + self.logit_offset.to(w.device)
             loss = loss_fn(logits, y)
             if weight != 1.0:
                 loss = loss * weight

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mimika.calibration import probabilities, view_logits
+from mimika.calibration import probabilities, prediction_logits
 from mimika.datasets import load_dataset
 from mimika.evaluation import report
 from mimika.runtime import load_predictor
@@ -32,10 +32,10 @@ def main() -> None:
     counts = np.bincount(data.split("Training").y, minlength=len(model.labels)) + 1
     log_prior = np.log(counts / counts.sum())
     val = data.split("PublicTest")
-    z = view_logits(model, val.faces)
+    z = prediction_logits(model, val.faces)
     print("| tau | PublicTest accuracy | balanced accuracy |\n|---|---|---|")
     for tau in a.taus:
-        probs = probabilities([v - tau * log_prior for v in z], model.config.temperature)
+        probs = probabilities(z, model.config.temperature, -tau * log_prior)
         rep = report(val.y, probs.argmax(1), model.labels, probs)
         print(f"| {tau:g} | {rep['accuracy']:.4f} | {rep['balanced_accuracy']:.4f} |", flush=True)
 

@@ -66,6 +66,12 @@ def main() -> None:
         lines.append(f"- **Calibration:** temperature {model.config.temperature:g} in the config (the logits are "
                      f"divided by it), fitted on validation data by `mimika calibrate`; calibration error before "
                      f"and after, in and out of domain: `python scripts/cross_domain.py` (README)")
+    if model.config.class_prior:
+        shares = ", ".join(f"{n} {v:.3f}" for n, v in zip(model.labels, model.config.class_prior))
+        lines.append(f"- **Class prior:** answers assume the training shares ({shares}) unless asked for "
+                     f"`--prior balanced`, which subtracts {model.config.balance:g} x log(share) from the logits "
+                     f"(the balance with the best balanced accuracy on validation, fitted by `mimika calibrate`): "
+                     f"every emotion equally likely, for posed faces and other cameras (README, cross-domain table)")
     if split.get("val", "").lower() == "publictest":
         lines.append("- **Split:** trained on Training; validated and selected on PublicTest; PrivateTest used only "
                      "for the metrics below")
@@ -83,7 +89,13 @@ def main() -> None:
                   f"| `{onnx_path.name}`, INT8 (what `mimika predict` and `evaluate` use) | {rep['n']} | "
                   f"{rep['accuracy']:.4f} | {rep['balanced_accuracy']:.4f} | `{' '.join(eval_cmd)}` |",
                   f"| `{float_path.name}`, float (= `{path.name}` through PyTorch) | {float_rep['n']} | {float_rep['accuracy']:.4f} | "
-                  f"{float_rep['balanced_accuracy']:.4f} | `{' '.join(float_cmd)}` |", "",
+                  f"{float_rep['balanced_accuracy']:.4f} | `{' '.join(float_cmd)}` |"]
+        if model.config.class_prior:
+            balanced_cmd = eval_cmd + ["--prior", "balanced"]
+            b = evaluate(balanced_cmd)[0]
+            lines.append(f"| `{onnx_path.name}`, INT8, `--prior balanced` | {b['n']} | {b['accuracy']:.4f} | "
+                         f"{b['balanced_accuracy']:.4f} | `{' '.join(balanced_cmd)}` |")
+        lines += ["",
                   f"Per class, `{onnx_path.name}`:", ""]
     else:
         lines += [f"Reproduce: `{' '.join(eval_cmd)}`", "",

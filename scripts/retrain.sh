@@ -4,10 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D=../shared/data; M=mimika/models
-calibrated() {  # $1 name, $2 data: fit the temperature on the INT8 file (PublicTest), copy it to the float files
+calibrated() {  # $1 name, $2 data: fit temperature and balance on the INT8 file (PublicTest), copy them to the float files
   mimika calibrate $M/$1.onnx --data $2
-  local t; t=$(python -c "from mimika import OnnxModel; print(OnnxModel('$M/$1.onnx').config.temperature)")
-  mimika configure $M/$1.npz --temperature "$t"
+  mimika configure $M/$1.npz --fitted-from $M/$1.onnx
   mimika export $M/$1.npz $M/$1.float.onnx
 }
 case "${1:-}" in

@@ -115,6 +115,7 @@ def server():
 def test_page_reads_the_webcam_and_a_dropped_photo(server, astronaut_path, tmp_path):
     import httpx2 as httpx
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
 
     expected = httpx.post(server.url + "/v1/predict", files={"image": ("a.jpg", astronaut_path.read_bytes())},
                           timeout=30).json()["faces"]
@@ -180,6 +181,15 @@ def test_page_reads_the_webcam_and_a_dropped_photo(server, astronaut_path, tmp_p
         if os.environ.get("MIMIKA_SCREENSHOT"):
             shutil.copyfile(shot, os.environ["MIMIKA_SCREENSHOT"])
         print(f"screenshots: {shot} and {tmp_path / 'photo.png'}")
+
+        # the prior menu: the default model offers both; "balanced" reaches the live answers at once
+        prior = Select(driver.find_element(By.ID, "prior"))
+        assert [o.text for o in prior.options] == ["training", "balanced"] and prior.first_selected_option.text == "training"
+        contempt = faces[0]["scores"]["contempt"]
+        prior.select_by_visible_text("balanced")
+        wait_for(driver, "window.mimikaLive.last.faces.length >= 1 && "
+                         f"window.mimikaLive.last.faces[0].scores.contempt > {10 * contempt}", what="balanced answers")
+        assert driver.execute_script("return window.mimikaLive.errors") == 0
         driver.find_element(By.ID, "camera-stop").click()
 
         # a refused or missing camera is said so

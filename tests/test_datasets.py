@@ -189,6 +189,27 @@ def test_evaluate_on_another_dataset_scores_the_classes_the_model_knows(fer_dir,
     assert json.loads(out)["n"] == 9
 
 
+def test_evaluate_can_answer_only_among_the_data_classes(fer_dir, tmp_path, capsys, monkeypatch):
+    """--data-classes-only: a model whose every answer is a class the data lacks (contempt; FER2013
+    has none) is scored by its best class among the data's: no prediction lands in contempt."""
+    import torch
+    monkeypatch.setenv("MIMIKA_CACHE", str(tmp_path / "cache"))
+    from mimika import create_model
+    model = create_model("vgg48", labels=["anger", "contempt", "disgust", "fear", "happiness", "sadness",
+                                          "surprise"])
+    with torch.no_grad():
+        model.net.head.bias[1] = 100.0  # contempt, whatever the face
+    model.save(tmp_path / "contempt.npz")
+    args = ["evaluate", "--model", str(tmp_path / "contempt.npz"), "--data", str(fer_dir / "fer2013.csv"), "--json",
+            "--known-classes"]
+    contempt_column = []
+    for extra in ([], ["--data-classes-only"]):
+        assert main(args + extra) == 0
+        rep = json.loads(capsys.readouterr().out)
+        contempt_column.append(sum(row[1] for row in rep["confusion"]["matrix"]))
+    assert contempt_column == [9, 0]
+
+
 # --- malformed datasets: one clear line naming the file (and line), no hang, bounded memory ---
 
 def _fer(tmp_path, rows, name="fer2013.csv", head="emotion,pixels,Usage", eol="\n", bom=""):

@@ -134,15 +134,22 @@ def test_folders_are_classified_in_bounded_batches(astronaut_path, tmp_path, mon
     assert all(abs(r.faces[0].score - single.score) < 1e-9 for r in results[1:])
 
 
-def test_flip_tta_averages_the_mirror_image(shipped_model, astronaut_face):
+def test_flip_tta_averages_the_mirror_images_logits(shipped_model, astronaut_face):
+    """flip: the logits of the face and of its mirror image averaged, then the temperature: so the
+    temperature cannot change which emotion comes first."""
     import cv2
     c = shipped_model.config.crop
-    face = cv2.resize(astronaut_face, (c.width, c.height))[None]
+    faces = np.stack([cv2.resize(astronaut_face, (c.width, c.height)),
+                      cv2.resize(astronaut_face[40:, 30:], (c.width, c.height))])
     model = mimika.load_predictor()
-    model.config.tta = ""
-    plain, mirror = model.predict_proba(face), model.predict_proba(face[:, :, ::-1])
     model.config.tta = "flip"
-    assert np.allclose(model.predict_proba(face), (plain + mirror) / 2)
+    z = (model.logits(model.config.normalize(faces)) + model.logits(model.config.normalize(faces[:, :, ::-1]))) / 2
+    e = np.exp(z / model.config.temperature - (z / model.config.temperature).max(1, keepdims=True))
+    assert np.allclose(model.predict_proba(faces), e / e.sum(1, keepdims=True), atol=1e-6)
+    first = model.predict_proba(faces).argmax(1)
+    for t in (0.3, 1.0, 3.0):
+        model.config.temperature = t
+        assert (model.predict_proba(faces).argmax(1) == first).all()
 
 
 def test_progress_is_quiet_off_a_terminal(capsys):

@@ -106,6 +106,19 @@ def test_options_choose_model_detector_tta(client, png):
     assert r.json()["faces"][0]["box"] != default["box"]  # another detector frames her a little differently
 
 
+def test_the_prior_option_answers_balanced_where_the_model_can(client, png):
+    """prior=balanced: the default model's scores move toward the emotions rare in training (its
+    own copy: the shared model answers as before); a model without class shares says why (400)."""
+    default = post(client, png, filename="a.png").json()["faces"][0]
+    balanced = post(client, png, filename="a.png", prior="balanced").json()["faces"][0]
+    assert balanced["box"] == default["box"] and balanced["scores"]["contempt"] > default["scores"]["contempt"]
+    assert post(client, png, filename="a.png").json()["faces"][0] == default
+    assert "training class shares" in error_of(post(client, png, model="seed", prior="balanced"), 400)
+    assert "'prior'" in error_of(post(client, png, prior="uniform"), 400)
+    models = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+    assert models["ferplus"]["priors"] == ["training", "balanced"] and models["seed"]["priors"] == ["training"]
+
+
 def test_landmarks_pass_through_or_are_left_out(client, png):
     cnn = next(name for name, d in PRESETS.items() if not isinstance(d, HaarDetector))  # finds landmarks
     with_marks = post(client, png, filename="a.png", detector=cnn).json()["faces"][0]

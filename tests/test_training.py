@@ -237,3 +237,35 @@ def test_photometric_augmentation_changes_each_faces_contrast_and_reproduces(ast
 def test_photometric_without_augment_is_one_clear_error(two_class_set):
     with pytest.raises(MimikaError, match="--photometric is a kind of augmentation"):
         Trainer(create_model("seed"), two_class_set, options=TrainOptions(epochs=1, photometric=True), log=quiet)
+
+
+def test_logit_adjustment_raises_the_rare_class(two_class_set):
+    """--logit-adjust (balanced loss): the training logits get tau x log(class share); trained on a
+    set where one class is rare, the network then gives that class more probability than plain
+    cross-entropy does, with the same seed and data."""
+    from mimika.training import logit_offset
+    rare = two_class_set.y == 1
+    keep = np.flatnonzero(~rare | (np.cumsum(rare) <= 3))  # all of one class, 3 of the other
+    data = two_class_set.subset(keep)
+    common = int((~rare).sum())
+    offset = logit_offset(data, TrainOptions(logit_adjust=1.0))
+    assert np.allclose(offset.numpy(), np.log([common / (common + 3), 3 / (common + 3)]), atol=1e-6)
+    assert logit_offset(data, TrainOptions()) is None
+    rare_probability = []
+    for tau in (0.0, 1.0):
+        model = create_model("seed", labels=data.labels, seed=0)
+        mimika.train(model, data, options=TrainOptions(epochs=4, batch_size=5, seed=1, logit_adjust=tau), log=quiet)
+        rare_probability.append(model.predict_proba(two_class_set.faces[rare])[:, 1].mean())
+    assert rare_probability[1] > rare_probability[0] + 0.15, rare_probability
+
+
+def test_evaluation_can_answer_only_among_the_data_classes():
+    """CK+ peaks read as one of their 7 emotions: a face the model calls neutral is scored by its
+    best emotion; probabilities renormalized over the data's classes."""
+    from mimika.evaluation import among, report
+    probs = np.array([[0.6, 0.3, 0.1], [0.5, 0.1, 0.4], [0.1, 0.2, 0.7]])
+    y = np.array([1, 2, 2])
+    restricted = among(probs, np.unique(y))
+    assert np.allclose(restricted.sum(axis=1), 1) and (restricted[:, 0] == 0).all()
+    assert report(y, probs.argmax(1), ["neutral", "anger", "sadness"])["accuracy"] == pytest.approx(1 / 3)
+    assert report(y, restricted.argmax(1), ["neutral", "anger", "sadness"])["accuracy"] == 1.0

@@ -61,3 +61,19 @@ def evaluation_set(data: FaceSet, split: str = "all", model_info: dict | None = 
     if len(out) == 0:
         raise MimikaError(f"no faces to evaluate in split {split!r}")
     return out
+
+
+def training_faces(data: FaceSet, model_info: dict | None = None, model_name: str = "the model") -> FaceSet:
+    """The faces a model trained on, as its recorded split says: the subjects it did not hold out,
+    or the dataset's Training split (whose class shares `mimika calibrate` stores)."""
+    split = (model_info or {}).get("split", {})
+    if split.get("val_subjects"):
+        out = data.with_subjects(split["val_subjects"], keep=False)
+    elif split.get("train"):
+        out = data.split(split_name(split["train"]))
+    else:
+        raise MimikaError(f"{model_name}: the model records no training split (trained by an older mimika or "
+                          "on all faces), so its training class shares are unknown")
+    if len(out) == 0:
+        raise MimikaError(f"none of {model_name}'s training faces are in this data")
+    return out

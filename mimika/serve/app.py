@@ -45,6 +45,8 @@ _OPTIONS_DOC = {
     "model": {"type": "string", "description": "a served model's name (GET /v1/models); default: the server's"},
     "detector": {"type": "string", "description": "face detector preset (GET /v1/models); default: the server's"},
     "tta": {"type": "string", "enum": ["model", "none", "flip"], "description": "test-time augmentation"},
+    "prior": {"type": "string", "enum": ["model", "training", "balanced"], "description": "how common the answers "
+              "assume each emotion is: as in training, or all equally (posed faces, other cameras)"},
     "landmarks": {"type": "boolean", "description": "keep each face's landmarks, where the detector finds them"},
 }
 
@@ -197,7 +199,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
 
     @app.websocket("/v1/stream")
     async def stream(ws: WebSocket):
-        """Live frames. A text message {"model", "detector", "tta", "landmarks", "token"} sets options
+        """Live frames. A text message {"model", "detector", "tta", "prior", "landmarks", "token"} sets options
         and is answered {"options": {...}} (with "error" and "status" when refused); a binary message
         is one encoded image (JPEG, PNG, ...) and is answered, in order, with the object of
         POST /v1/predict, or {"error", "status"}. A client keeps one frame in flight: it sends the
@@ -291,7 +293,7 @@ async def _stream_options(state: _State, text: str, current: Options) -> tuple[O
 
 
 def _options_dict(o: Options) -> dict:
-    return {"model": o.model, "detector": o.detector, "tta": o.tta, "landmarks": o.landmarks}
+    return {"model": o.model, "detector": o.detector, "tta": o.tta, "prior": o.prior, "landmarks": o.landmarks}
 
 
 def _token_ok(token: str, header: str | None) -> bool:

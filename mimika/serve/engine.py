@@ -5,8 +5,8 @@ Thread safety: ONNX Runtime sessions (the models, the CNN face detector) may `ru
 threads at once; OpenCV's CascadeClassifier may not (it keeps per-call buffers), and all Haar
 presets share their cascade objects (cached by file), so every Haar detector runs under one lock
 per process. Decoding is serialized by `mimika.images` itself (it redirects fd 2).
-A model's test-time augmentation lives in its config, so a request that asks for another one
-gets its own copy of the model, never a changed shared one.
+A model's test-time augmentation and class prior live in its config, so a request that asks for
+other ones gets its own copy of the model, never a changed shared one.
 """
 
 from __future__ import annotations
@@ -23,12 +23,14 @@ from ..config import DEFAULT_MODEL, Predictor, shipped_models
 from ..detection import PRESETS, HaarDetector, get_detector, preset_name
 from ..errors import MimikaError
 from ..images import read_color
+from ..labels import PRIORS
 from ..recognition import Recognizer
 from ..results import ImageResult
 from ..runtime import load_predictor
 from .settings import ServeSettings
 
 TTA_CHOICES = ("model", "none", "flip")
+PRIOR_CHOICES = ("model", *PRIORS)
 FORMATS = {"jpeg": (".jpg", "image/jpeg"), "png": (".png", "image/png")}
 
 
@@ -47,6 +49,7 @@ class Options:
     model: str | None = None
     detector: str | None = None
     tta: str = "model"  # model: what the model file says; none; flip
+    prior: str = "model"  # model: what the model file says; training; balanced
     landmarks: bool = True  # keep each face's landmarks (detectors that find them)
     format: str = "jpeg"  # annotate: the image format answered
 
@@ -98,20 +101,22 @@ class Engine:
             raise NotFound(f"unknown model {name!r}; models: {', '.join(sorted(self.sources))}")
         return name
 
-    def predictor(self, name: str, tta: str = "model") -> Predictor:
+    def predictor(self, name: str, tta: str = "model", prior: str = "model") -> Predictor:
         with self._loading:
-            base = self._predictors.get((name, "model"))
+            base = self._predictors.get((name, "model", "model"))
             if base is None:
                 base = load_predictor(self.sources[name], threads=self.cpu_threads)
-                self._predictors[(name, "model")] = base
-            mode = base.config.tta if tta == "model" else ("" if tta == "none" else tta)
-            if mode == base.config.tta:
+                self._predictors[(name, "model", "model")] = base
+            c = base.config
+            mode = (c.tta if tta == "model" else ("" if tta == "none" else tta), c.prior if prior == "model" else prior)
+            if mode == (c.tta, c.prior):
                 return base
-            if (name, mode) not in self._predictors:
+            if (name, *mode) not in self._predictors:
                 other = load_predictor(self.sources[name], threads=self.cpu_threads)
-                other.config.tta = mode
-                self._predictors[(name, mode)] = other
-            return self._predictors[(name, mode)]
+                other.config.tta, other.config.prior = mode
+                other.config.logit_offset()  # a prior the model cannot give: one clear error (400)
+                self._predictors[(name, *mode)] = other
+            return self._predictors[(name, *mode)]
 
     def detector(self, name: str | None):
         name = self.default_detector if name is None else preset_name(name)
@@ -126,10 +131,10 @@ class Engine:
 
     def recognizer(self, options: Options) -> Recognizer:
         name = self.model_name(options.model)
-        key = (name, options.tta, preset_name(options.detector or self.default_detector))
+        key = (name, options.tta, options.prior, preset_name(options.detector or self.default_detector))
         rec = self._recognizers.get(key)
         if rec is None:
-            rec = Recognizer(self.predictor(name, options.tta), self.detector(options.detector))
+            rec = Recognizer(self.predictor(name, options.tta, options.prior), self.detector(options.detector))
             self._recognizers[key] = rec
         return rec
 
@@ -163,12 +168,14 @@ class Engine:
             info = []
             for name in sorted(self.sources):
                 with self._loading:
-                    m = self._predictors.get((name, "model"))
+                    m = self._predictors.get((name, "model", "model"))
                 m = m or load_predictor(self.sources[name])
                 c = m.config
                 info.append({"name": name, "default": name == self.default_model, "labels": list(m.labels),
                              "arch": c.arch, "input": [c.crop.width, c.crop.height], "precision": c.precision,
-                             "tta": c.tta or "none", "card": self._card(name)})
+                             "tta": c.tta or "none", "prior": c.prior,
+                             "priors": list(PRIORS) if c.class_prior else [PRIORS[0]],
+                             "card": self._card(name)})
             self._info = info
         return {"default": self.default_model, "models": self._info,
                 "detectors": list(PRESETS), "default_detector": self.default_detector}

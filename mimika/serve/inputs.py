@@ -14,10 +14,10 @@ import re
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
-from .engine import FORMATS, TTA_CHOICES, Options
+from .engine import FORMATS, PRIOR_CHOICES, TTA_CHOICES, Options
 
 IMAGE_FIELD = "image"
-OPTION_FIELDS = ("model", "detector", "tta", "landmarks")
+OPTION_FIELDS = ("model", "detector", "tta", "prior", "landmarks")
 ANNOTATE_FIELDS = OPTION_FIELDS + ("format",)
 _DATA_URI = re.compile(r"data:([\w.+/-]*)(;[\w=.+-]*)*?;base64,", re.ASCII)
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
@@ -131,10 +131,11 @@ def parse_options(values: dict) -> Options:
             if not isinstance(values[key], str):
                 raise RequestError(400, f"field {key!r} must be a name (a string)")
             kw[key] = values[key]
-    if values.get("tta") not in (None, ""):
-        if values["tta"] not in TTA_CHOICES:
-            raise RequestError(400, f"field 'tta' must be one of {', '.join(TTA_CHOICES)}, got {values['tta']!r}")
-        kw["tta"] = values["tta"]
+    for key, choices in (("tta", TTA_CHOICES), ("prior", PRIOR_CHOICES)):
+        if values.get(key) not in (None, ""):
+            if values[key] not in choices:
+                raise RequestError(400, f"field {key!r} must be one of {', '.join(choices)}, got {values[key]!r}")
+            kw[key] = values[key]
     if values.get("landmarks") not in (None, ""):
         kw["landmarks"] = _boolean("landmarks", values["landmarks"])
     if values.get("format") not in (None, ""):

@@ -46,6 +46,7 @@ function options() {
   const o = {};
   if ($("model").value) o.model = $("model").value;
   if ($("detector").value) o.detector = $("detector").value;
+  if ($("prior").value) o.prior = $("prior").value;
   return o;
 }
 
@@ -60,6 +61,7 @@ async function loadModels() {
     keep("model", info.models.map((m) => m.name), info.default);
     keep("detector", info.detectors, info.default_detector);
     const model = info.models.find((m) => m.name === $("model").value);
+    keep("prior", model ? model.priors : ["training"], model ? model.prior : "training");
     page.labels = model ? model.labels : [];
     drawLegend();
     setMessage("");
@@ -369,8 +371,8 @@ drop.addEventListener("drop", (e) => {
 });
 $("camera-start").onclick = startCamera;
 $("camera-stop").onclick = () => { stopCamera(); setMessage("Camera stopped."); };
-$("model").onchange = $("detector").onchange = () => {
-  loadModels();
+$("model").onchange = $("detector").onchange = $("prior").onchange = async () => {
+  await loadModels();  // first the new model's priors, so the options sent are ones it has
   if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(options()));
 };
 $("token").value = page.token;

@@ -1,0 +1,46 @@
+"""Scores of a classifier's answers, shared by evaluation reports and by the fits of calibration:
+the confusion matrix, balanced accuracy, and the expected calibration error."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n: int) -> np.ndarray:
+    """Rows: true class, columns: predicted class."""
+    return np.bincount(n * np.asarray(y_true) + np.asarray(y_pred), minlength=n * n).reshape(n, n)
+
+
+def recall_per_class(cm: np.ndarray) -> np.ndarray:
+    """Each class's share of its faces answered right (0 for a class without faces)."""
+    support = cm.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(support > 0, np.diag(cm) / support, 0.0)
+
+
+def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray, n: int) -> float:
+    """The mean recall over the classes that have faces: each class counts the same, however rare."""
+    cm = confusion_matrix(y_true, y_pred, n)
+    present = cm.sum(axis=1) > 0
+    return float(recall_per_class(cm)[present].mean()) if present.any() else 0.0
+
+
+ECE_BINS = 15
+
+
+def expected_calibration_error(probs: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> float:
+    """The share-weighted gap between confidence (top probability) and accuracy over `bins`
+    equal-width confidence bins."""
+    probs = np.asarray(probs, np.float64)
+    if len(probs) == 0:
+        return 0.0
+    conf, pred = probs.max(1), probs.argmax(1)
+    right = (pred == np.asarray(y)).astype(np.float64)
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            ece += inside.mean() * abs(conf[inside].mean() - right[inside].mean())
+    return float(ece)
