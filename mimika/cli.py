@@ -449,8 +449,9 @@ def cmd_models(args) -> int:
         m = load_predictor(name)
         flag = " (default)" if name == DEFAULT_MODEL else ""
         variant = f" ({name.split('.')[0]}'s weights, exact)" if "." in name else ""
+        priors = f", prior {m.config.prior}" + (" (--prior balanced available)" if m.config.class_prior else "")
         print(f"{name}{flag}: {m.config.arch}, {m.config.crop.width}x{m.config.crop.height}, "
-              f"{m.config.precision}{variant}, labels {', '.join(m.labels)}")
+              f"{m.config.precision}{variant}, labels {', '.join(m.labels)}{priors}")
         if args.verbose:
             print(f"  {m.path} ({m.path.stat().st_size / 1e6:.1f} MB), runs on {m.provider}")
     if args.verbose:

@@ -105,13 +105,17 @@ class Model:
         """Probabilities N x C (rows sum to 1) for uint8 face crops N x H x W of the input size."""
         return self.config.predict_proba(self.logits, crops, batch_size)
 
-    def with_labels(self, labels: list[str]) -> "Model":
+    def with_labels(self, labels: list[str], seed: int = 0) -> "Model":
         """This model with a new label list: the head is reset (rows of kept labels copied),
-        as when fine-tuning on classes the model was not trained for."""
+        as when fine-tuning on classes the model was not trained for. The new rows are drawn with
+        `seed`, not from PyTorch's global random state, so a run does not depend on what ran before
+        it in the process (each fold of a cross-validation starts alike)."""
         if list(labels) == self.labels:
             return self
         old = head_of(self.net)
-        new = glorot_init(nn.Linear(old.in_features, len(labels)))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            new = glorot_init(nn.Linear(old.in_features, len(labels)))
         with torch.no_grad():
             for i, name in enumerate(labels):
                 if name in self.labels:

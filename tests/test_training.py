@@ -269,3 +269,17 @@ def test_evaluation_can_answer_only_among_the_data_classes():
     assert np.allclose(restricted.sum(axis=1), 1) and (restricted[:, 0] == 0).all()
     assert report(y, probs.argmax(1), ["neutral", "anger", "sadness"])["accuracy"] == pytest.approx(1 / 3)
     assert report(y, restricted.argmax(1), ["neutral", "anger", "sadness"])["accuracy"] == 1.0
+
+
+def test_a_widened_head_does_not_depend_on_the_global_random_state():
+    """with_labels draws the new head rows from its own seed: two folds of a cross-validation (or two
+    fine-tunings in one process) start from the same head whatever ran before them."""
+    heads = []
+    for state in (1, 2):
+        torch.manual_seed(state)
+        torch.rand(7)  # whatever ran before
+        model = create_model("vgg48", seed=0).with_labels(["happiness", "sadness", "neutral"])
+        heads.append(model.net.head.weight.detach().clone())
+    assert torch.equal(heads[0], heads[1])
+    other = create_model("vgg48", seed=0).with_labels(["happiness", "sadness", "neutral"], seed=1)
+    assert not torch.equal(other.net.head.weight, heads[0])
