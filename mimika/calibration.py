@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .config import probabilities
 from .errors import MimikaError
 from .metrics import balanced_accuracy, expected_calibration_error
 
@@ -33,14 +34,6 @@ def prediction_logits(model, faces: np.ndarray) -> np.ndarray:
     """The logits prediction turns into probabilities (mirror images averaged in when the model
     asks for them), computed once so that every temperature and balance is tried on them."""
     return model.config.prediction_logits(model.logits, faces)
-
-
-def probabilities(z: np.ndarray, temperature: float, offset: np.ndarray | None = None) -> np.ndarray:
-    """What `ModelConfig.predict_proba` gives for test-time logits `z` with this temperature (and
-    logit offset, the balanced prior's)."""
-    z = (z if offset is None else z + offset) / temperature
-    e = np.exp(z - z.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True)
 
 
 def nll(probs: np.ndarray, y: np.ndarray) -> float:
@@ -57,10 +50,16 @@ def temperature_for(z: np.ndarray, y: np.ndarray) -> float:
     return float(round(min(best * np.exp(np.linspace(-0.03, 0.03, 61)), key=loss), 4))
 
 
+def class_shares(counts: np.ndarray) -> np.ndarray:
+    """Each class's share of `counts` (faces, or summed vote distributions), a class without any
+    counted as one face, so that its log is finite."""
+    counts = np.maximum(np.asarray(counts, np.float64), 1.0)
+    return counts / counts.sum()
+
+
 def class_prior(y: np.ndarray, n: int) -> list[float]:
-    """Each class's share of the training faces `y` (indices), a class without faces counted as one."""
-    counts = np.maximum(np.bincount(np.asarray(y), minlength=n), 1).astype(np.float64)
-    return [float(round(v, 6)) for v in counts / counts.sum()]
+    """Each class's share of the training faces `y` (indices), as stored in a model's config."""
+    return [float(round(v, 6)) for v in class_shares(np.bincount(np.asarray(y), minlength=n))]
 
 
 def balance_for(z: np.ndarray, y: np.ndarray, temperature: float, prior: list[float]) -> float:
@@ -85,21 +84,22 @@ class Fitted:
     accuracy: tuple[float, float]
 
 
-def calibrate(path, faces: np.ndarray, y: np.ndarray, train_y: np.ndarray) -> Fitted:
+def calibrate(path, faces: np.ndarray, y: np.ndarray, train_y: np.ndarray, model=None) -> Fitted:
     """Fit the temperature and the balance of the model file at `path` on validation faces (labels
     `y`, indices into its labels), with the class prior of its training faces' labels `train_y`,
-    and store them in the file."""
+    and store them in the file. `model`: the file already loaded, if the caller has it."""
     from .export import update_model_config
     from .runtime import load_predictor
-    model = load_predictor(path)
+    model = model or load_predictor(path)
     n = len(model.labels)
     z = prediction_logits(model, faces)  # the network runs once; every fit is tried on its logits
     before = expected_calibration_error(probabilities(z, model.config.temperature), y)
     temperature = temperature_for(z, y)
     prior = class_prior(train_y, n)
     balance = balance_for(z, y, temperature, prior)
-    plain, balanced = (probabilities(z, temperature, b * -np.log(prior)).argmax(1) for b in (0.0, balance))
-    update_model_config(path, temperature=temperature, class_prior=prior, balance=balance)
+    plain = probabilities(z, temperature).argmax(1)
+    balanced = probabilities(z, temperature, -balance * np.log(prior)).argmax(1)
+    update_model_config(path, model, temperature=temperature, class_prior=prior, balance=balance)
     return Fitted(temperature, before, expected_calibration_error(probabilities(z, temperature), y), prior, balance,
                   (balanced_accuracy(y, plain, n), balanced_accuracy(y, balanced, n)),
                   (float((plain == y).mean()), float((balanced == y).mean())))

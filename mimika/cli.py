@@ -266,16 +266,16 @@ def _shard(text: str):
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _apply_test_time(model, tta: str, prior: str = "model") -> None:
-    """The test-time choices of the command line, over the model file's own."""
-    if tta != "model":
-        model.config.tta = "" if tta == "none" else tta
-    if prior != "model":
-        model.config.prior = prior
-        try:
-            model.config.logit_offset()  # a prior the model cannot give: one line before any work
-        except MimikaError as e:
-            raise MimikaError(f"{getattr(model, 'path', 'the model')}: --prior {prior}: {e}") from None
+def _apply_test_time(model, tta: str, prior: str = "model"):
+    """The model with the command line's test-time choices over the model file's own; a prior it
+    cannot give is one line before any work."""
+    from .config import with_settings
+    changes = {**({"tta": "" if tta == "none" else tta} if tta != "model" else {}),
+               **({"prior": prior} if prior != "model" else {})}
+    try:
+        return with_settings(model, **changes) if changes else model
+    except MimikaError as e:
+        raise MimikaError(f"{getattr(model, 'path', 'the model')}: --prior {prior}: {e}") from None
 
 
 def _log(*args) -> None:
@@ -297,7 +297,7 @@ def cmd_predict(args) -> int:
     detector = get_detector(args.detector, scale_factor=args.scale_factor, min_neighbors=args.min_neighbors,
                             min_size=args.min_face, downscale=args.downscale, cascade=args.cascade)
     recognizer = Recognizer(args.model, detector, crop=args.crop, align=args.align)
-    _apply_test_time(recognizer.model, args.tta, args.prior)
+    recognizer.model = _apply_test_time(recognizer.model, args.tta, args.prior)
     sources = expand_inputs(args.images)
     if not sources:
         raise MimikaError(f"{' '.join(args.images)}: no images or videos found")
@@ -428,7 +428,7 @@ def cmd_evaluate(args) -> int:
         require_matplotlib("--confusion", args.confusion)
     set_quiet(args.json)
     model = load_predictor(args.model, device=args.device)
-    _apply_test_time(model, args.tta, args.prior)
+    model = _apply_test_time(model, args.tta, args.prior)
     data = evaluation_set(_load_data(args, model.config.crop), args.split, model.config.info, str(args.model))
     if args.known_classes:
         data, left_out = data.known_to(model.labels)
@@ -485,7 +485,7 @@ def cmd_calibrate(args) -> int:
     data = _load_data(args, model.config.crop)
     val = evaluation_set(data, args.split, model.config.info, str(path)).relabel(model.labels)
     train = training_faces(data, model.config.info, str(path)).relabel(model.labels)
-    f = calibrate(path, val.faces, val.y, train.y)
+    f = calibrate(path, val.faces, val.y, train.y, model)
     print(f"{path}: temperature {f.temperature:.4f}; calibration error (ECE) on {args.split} ({len(val)} faces): "
           f"{f.ece_before:.4f} -> {f.ece_after:.4f}")
     print(f"{path}: balance {f.balance:g} for --prior balanced (training shares of {len(train)} faces: "
@@ -503,29 +503,28 @@ def cmd_serve(args) -> int:
 def cmd_configure(args) -> int:
     from dataclasses import replace
     from .export import update_model_config
-    from .model import Model
     from .runtime import load_predictor
     path = Path(args.model)
+    if (args.tta is not None or args.margin is not None) and path.suffix != ".npz":
+        raise MimikaError(f"{path}: --tta and --margin rewrite a .npz model file (export it again afterwards)")
+    model = load_predictor(path)
     fields = {}
     if args.fitted_from:
         source = load_predictor(args.fitted_from).config
-        if source.labels != load_predictor(path).config.labels:
+        if source.labels != model.labels:
             raise MimikaError(f"{args.fitted_from}: other labels than {path}: not a file of the same weights")
         fields.update(temperature=source.temperature, class_prior=source.class_prior, balance=source.balance)
     if args.temperature is not None:
         fields["temperature"] = args.temperature
     if args.prior is not None:
         fields["prior"] = args.prior
-    if args.tta is not None or args.margin is not None:
-        if path.suffix != ".npz":
-            raise MimikaError(f"{path}: --tta and --margin rewrite a .npz model file (export it again afterwards)")
-        model = Model.load(path)
-        fields.update({"tta": "" if args.tta == "none" else args.tta} if args.tta is not None else {})
-        fields.update({"crop": replace(model.config.crop, margin=args.margin)} if args.margin is not None else {})
+    if args.tta is not None:
+        fields["tta"] = "" if args.tta == "none" else args.tta
+    if args.margin is not None:
+        fields["crop"] = replace(model.config.crop, margin=args.margin)
     if not fields:
         raise MimikaError("nothing to change: give --tta, --margin, --temperature, --fitted-from or --prior")
-    update_model_config(path, **fields)  # checks the result: a balanced prior without class shares is refused
-    c = load_predictor(path).config
+    c = update_model_config(path, model, **fields)
     print(f"{path}: tta {c.tta or 'none'}, margin {c.crop.margin}, temperature {c.temperature:g}, prior {c.prior}"
           + (f" (balance {c.balance:g})" if c.class_prior else ""))
     return 0

@@ -146,12 +146,23 @@ class ModelConfig:
         under the model's class prior and divided by its temperature. Shared by the PyTorch and
         ONNX back ends."""
         z = self.prediction_logits(logits, crops, batch_size)
-        offset = self.logit_offset()
-        p = _softmax((z if offset is None else z + offset) / self.temperature)
+        p = probabilities(z, self.temperature, self.logit_offset())
         if not np.isfinite(p).all():
             raise MimikaError("the model's output is not a number (NaN or infinite) for some faces: "
                               "the model file is damaged or was trained into divergence")
         return p / p.sum(axis=1, keepdims=True)
+
+
+def with_settings(model: Predictor, **changes) -> Predictor:
+    """The model with other `ModelConfig` fields (tta, prior, temperature, ...): a copy sharing the
+    network, so the given object, perhaps used elsewhere, is left as it was. The new config is
+    checked as a loaded one would be; a prior the model cannot give is one clear error."""
+    import copy
+    from dataclasses import replace
+    other = copy.copy(model)
+    other.config = ModelConfig.from_dict(replace(model.config, **changes).to_dict())
+    other.config.logit_offset()
+    return other
 
 
 def _number(v) -> bool:
@@ -171,8 +182,11 @@ class Predictor(Protocol):
     def predict_proba(self, crops: np.ndarray, batch_size: int = 256) -> np.ndarray: ...
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z.astype(np.float64)
+def probabilities(z: np.ndarray, temperature: float = 1.0, offset: np.ndarray | None = None) -> np.ndarray:
+    """Softmax probabilities of prediction logits `z` N x C, plus a logit `offset` (the balanced
+    prior's) and divided by the temperature: the one formula prediction and calibration share."""
+    z = np.asarray(z, np.float64)
+    z = (z if offset is None else z + offset) / temperature
     p = np.exp(z - z.max(axis=1, keepdims=True))
     return p / p.sum(axis=1, keepdims=True)
 

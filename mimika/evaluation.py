@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from .datasets import FaceSet
-from .metrics import ECE_BINS, balanced_accuracy, confusion_matrix, expected_calibration_error, recall_per_class
+from .metrics import ECE_BINS, confusion_matrix, expected_calibration_error, mean_recall, recall_per_class
 
 
 def report(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str], probs: np.ndarray | None = None) -> dict:
@@ -23,7 +23,7 @@ def report(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str], probs: np.
     return {
         "n": n,
         "accuracy": float(tp.sum() / n) if n else 0.0,
-        "balanced_accuracy": balanced_accuracy(y_true, y_pred, len(labels)),
+        "balanced_accuracy": mean_recall(cm),
         "per_class": {
             name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
                    "support": int(support[i])}

@@ -173,22 +173,21 @@ def _finish(proto, config: dict, path: str | os.PathLike) -> Path:
     return write_bytes(path, proto.SerializeToString())
 
 
-def update_model_config(path: str | os.PathLike, **fields) -> None:
+def update_model_config(path: str | os.PathLike, model=None, **fields):
     """Change `ModelConfig` fields of a model file (what `calibrate` fitted, how it is used): a `.npz`
     is saved again (its weights as they were), an `.onnx` gets its config metadata and checksum
-    rewritten (the graph untouched). The new config is checked as a loaded one would be."""
-    from dataclasses import replace
-    from .config import ModelConfig
-    from .runtime import OnnxModel
+    rewritten (the graph untouched). The new config is checked as a loaded one would be (a balanced
+    prior without class shares is refused here, not at prediction). `model`: the file already
+    loaded, if the caller has it. Returns the new config."""
+    from .config import with_settings
+    from .runtime import load_predictor
     path = Path(path)
-    model = Model.load(path) if path.suffix == ".npz" else OnnxModel(path)
-    config = ModelConfig.from_dict(replace(model.config, **fields).to_dict())
-    config.logit_offset()  # a balanced prior without class shares is refused here, not at prediction
+    changed = with_settings(model or load_predictor(path), **fields)
     if path.suffix == ".npz":
-        model.config = config
-        model.save(path, dtype=model.stored_dtype)
+        changed.save(path, dtype=changed.stored_dtype)
     else:
-        rewrite_config(path, config.to_dict())
+        rewrite_config(path, changed.config.to_dict())
+    return changed.config
 
 
 def rewrite_config(path: str | os.PathLike, config: dict) -> Path:

@@ -18,11 +18,16 @@ def recall_per_class(cm: np.ndarray) -> np.ndarray:
         return np.where(support > 0, np.diag(cm) / support, 0.0)
 
 
-def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray, n: int) -> float:
-    """The mean recall over the classes that have faces: each class counts the same, however rare."""
-    cm = confusion_matrix(y_true, y_pred, n)
+def mean_recall(cm: np.ndarray) -> float:
+    """Balanced accuracy from a confusion matrix: the mean recall over the classes that have faces,
+    each class counting the same, however rare."""
     present = cm.sum(axis=1) > 0
     return float(recall_per_class(cm)[present].mean()) if present.any() else 0.0
+
+
+def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray, n: int) -> float:
+    """The mean recall over the `n` classes that have faces (`mean_recall`)."""
+    return mean_recall(confusion_matrix(y_true, y_pred, n))
 
 
 ECE_BINS = 15

@@ -16,13 +16,12 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from .config import Predictor
+from .config import Predictor, with_settings
 from .crop import crop_face, whole_image_box
 from .boxes import Box, Detection
 from .detection import DEFAULT_DETECTOR, get_detector
 from .errors import MimikaError
 from .images import load_image
-from .labels import PRIORS
 from .results import Face, ImageResult, Results
 from .runtime import load_predictor
 
@@ -58,7 +57,7 @@ class Recognizer:
             raise MimikaError(f"crop must be one of {', '.join(CROP_MODES)}, got {crop!r}")
         self.model = model if isinstance(model, Predictor) else load_predictor(model)
         if prior != "model":
-            self.model = with_prior(self.model, prior)
+            self.model = with_settings(self.model, prior=prior)
         self.detector = detector if hasattr(detector, "detect") else get_detector(detector or DEFAULT_DETECTOR)
         self.crop, self.align = crop, align
 
@@ -221,19 +220,6 @@ def recognize(image, model=None, color: str = "rgb", prior: str = "model") -> li
     if key not in _default:
         _default[key] = Recognizer(model, prior=prior)
     return _default[key].get(image, color=color)
-
-
-def with_prior(model: Predictor, prior: str) -> Predictor:
-    """The model answering under another class prior: a copy sharing the network (the given object,
-    perhaps used elsewhere, is left as it was). A prior the model cannot give is one clear error."""
-    import copy
-    from dataclasses import replace
-    if prior not in PRIORS:
-        raise MimikaError(f"prior must be one of model, {', '.join(PRIORS)}, got {prior!r}")
-    other = copy.copy(model)
-    other.config = replace(model.config, prior=prior)
-    other.config.logit_offset()
-    return other
 
 
 def expand_inputs(paths: Iterable[str | os.PathLike]) -> list[Source]:

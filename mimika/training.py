@@ -89,15 +89,14 @@ def evaluate_loss(model: Model, data: FaceSet, options: TrainOptions | None = No
 
 
 def logit_offset(data: FaceSet, options: TrainOptions) -> torch.Tensor | None:
-    """tau x log(class prior) of the training set (from its vote distributions when the run trains on
-    them), added to the logits by the balanced loss; None without --logit-adjust. A class the set
-    lacks gets the prior of a single face, not log 0."""
+    """tau x log(class share) of the training set (of its vote distributions when the run trains on
+    them), added to the logits by the balanced loss; None without --logit-adjust."""
+    from .calibration import class_shares
     if options.logit_adjust == 0:
         return None
     use_soft = options.soft_labels and data.soft is not None
     counts = data.soft.sum(axis=0) if use_soft else np.bincount(data.y, minlength=len(data.labels))
-    prior = np.maximum(counts, 1.0) / max(float(counts.sum()), 1.0)
-    return torch.from_numpy((options.logit_adjust * np.log(prior)).astype(np.float32))
+    return torch.from_numpy((options.logit_adjust * np.log(class_shares(counts))).astype(np.float32))
 
 
 class Trainer:
@@ -137,6 +136,8 @@ class Trainer:
         self.state = TrainingState(history=[], best=None, world_size=world.size)
         self.fingerprint = checkpoints.data_fingerprint(self.train_set)
         self.logit_offset = logit_offset(self.train_set, o)
+        if self.logit_offset is not None:
+            self.logit_offset = self.logit_offset.to(world.device)  # once, not in every step
         self.ddp = None  # DistributedDataParallel around the network while run() runs, on several processes
 
     @property
@@ -214,7 +215,7 @@ class Trainer:
             with _autocast(w.device, self.amp):
                 logits = net(_layout(x.to(w.device), o.channels_last)).float()
             if self.logit_offset is not None:
-                logits = logits + self.logit_offset.to(w.device)
+                logits = logits + self.logit_offset
             loss = loss_fn(logits, y)
             if weight != 1.0:
                 loss = loss * weight

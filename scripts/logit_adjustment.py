@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mimika.calibration import probabilities, prediction_logits
+from mimika.calibration import class_prior, prediction_logits, probabilities
 from mimika.datasets import load_dataset
 from mimika.evaluation import report
 from mimika.runtime import load_predictor
@@ -29,8 +29,7 @@ def main() -> None:
     a = ap.parse_args()
     model = load_predictor(a.model)
     data = load_dataset(a.data, model.config.crop).relabel(model.labels)
-    counts = np.bincount(data.split("Training").y, minlength=len(model.labels)) + 1
-    log_prior = np.log(counts / counts.sum())
+    log_prior = np.log(class_prior(data.split("Training").y, len(model.labels)))
     val = data.split("PublicTest")
     z = prediction_logits(model, val.faces)
     print("| tau | PublicTest accuracy | balanced accuracy |\n|---|---|---|")

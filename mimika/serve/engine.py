@@ -19,7 +19,7 @@ from pathlib import Path
 
 import cv2
 
-from ..config import DEFAULT_MODEL, Predictor, shipped_models
+from ..config import DEFAULT_MODEL, Predictor, shipped_models, with_settings
 from ..detection import PRESETS, HaarDetector, get_detector, preset_name
 from ..errors import MimikaError
 from ..images import read_color
@@ -111,11 +111,8 @@ class Engine:
             mode = (c.tta if tta == "model" else ("" if tta == "none" else tta), c.prior if prior == "model" else prior)
             if mode == (c.tta, c.prior):
                 return base
-            if (name, *mode) not in self._predictors:
-                other = load_predictor(self.sources[name], threads=self.cpu_threads)
-                other.config.tta, other.config.prior = mode
-                other.config.logit_offset()  # a prior the model cannot give: one clear error (400)
-                self._predictors[(name, *mode)] = other
+            if (name, *mode) not in self._predictors:  # a prior the model cannot give: one clear error (400)
+                self._predictors[(name, *mode)] = with_settings(base, tta=mode[0], prior=mode[1])
             return self._predictors[(name, *mode)]
 
     def detector(self, name: str | None):
