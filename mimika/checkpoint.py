@@ -1,7 +1,8 @@
 """Training checkpoints: everything a run needs to continue exactly where it stopped.
 
 A checkpoint is a model file (it loads as a model) with the training state beside the weights:
-the optimizer's momentum, the epoch and history, the best weights so far, both random states,
+the optimizer's momentum, the epoch and history, the best weights so far, the moving average of
+the weights (--ema), both random states,
 the options and a fingerprint of the training data. Restoring refuses a checkpoint made on other
 data, with other fixed options, or of another network, so a resumed run ends with the same
 weights as one that was never interrupted.
@@ -56,6 +57,7 @@ class TrainingState:
     world_size: int = 1  # processes of the run that wrote the checkpoint
     rank_rng: dict[str, np.ndarray] | None = None  # {"torch": ranks x state, "cuda": ...} of that run
     scaler: dict | None = None  # the float16 loss scaler's state (CUDA without bf16)
+    ema: dict | None = None  # the moving average of the weights (--ema), as its state dict
 
 
 def data_fingerprint(data: FaceSet) -> str:
@@ -79,6 +81,8 @@ def save(path: str | os.PathLike, model: Model, optimizer: torch.optim.Optimizer
         arrays[f"rng/ranks/{kind}"] = stack
     if state.best is not None:
         arrays.update({f"best/{k}": v.cpu().numpy().copy() for k, v in state.best[2].items()})
+    if state.ema is not None:
+        arrays.update({f"ema/{k}": v.detach().cpu().numpy().copy() for k, v in state.ema.items()})
     meta["training"] = {
         "best": None if state.best is None else [state.best[0], state.best[1]],
         "epoch": len(state.history),
@@ -127,11 +131,13 @@ def restore(path: str | os.PathLike, model: Model, optimizer: torch.optim.Optimi
                        if k.startswith("best/")}
             best = (float(state["best"][0]), int(state["best"][1]), weights)
         world_size = int(state.get("world_size", 1))
+        ema = {k[len("ema/"):]: torch.from_numpy(v.copy()) for k, v in arrays.items() if k.startswith("ema/")}
     except MimikaError:
         raise
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
         raise MimikaError(f"{path}: damaged {WHAT} ({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
-    return TrainingState(history, best, world_size=world_size, rank_rng=rank_rng or None, scaler=state.get("scaler"))
+    return TrainingState(history, best, world_size=world_size, rank_rng=rank_rng or None, scaler=state.get("scaler"),
+                         ema=ema or None)
 
 
 def describe(path: str | os.PathLike) -> str:

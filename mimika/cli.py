@@ -9,8 +9,11 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from .labels import PRIORS
+from .labels import PRIORS, TTA_NAMES
 from .errors import MimikaError
+
+TTA_HELP = ("test-time augmentation: the logits of several views of each face averaged (flip: the face and its "
+            "mirror image, 2x the time; shift: both, also moved 2 pixels of 48 each way, 10x)")
 
 
 class _Help(argparse.RawDescriptionHelpFormatter):
@@ -216,7 +219,7 @@ def _parser() -> argparse.ArgumentParser:
                  "mimika configure mine.npz --fitted-from mine.onnx   # temperature, class shares and balance",
                  "mimika configure mine.onnx --prior balanced   # answer with the balanced prior by default"])
     g.add_argument("model", help="model file (.npz; an .onnx for --temperature, --fitted-from and --prior alone)")
-    g.add_argument("--tta", choices=["none", "flip"], help="test-time augmentation")
+    g.add_argument("--tta", choices=TTA_NAMES, help=TTA_HELP)
     g.add_argument("--margin", type=MARGIN, help="crop margin around detected face boxes")
     g.add_argument("--temperature", type=TEMPERATURE, help="the logits' divisor that `calibrate` fitted for the "
                    "same weights (0.01-100; 1 turns calibration off)")
@@ -241,8 +244,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _test_time_args(p) -> None:
-    p.add_argument("--tta", choices=["model", "none", "flip"], default="model",
-                   help="test-time augmentation (model: what the model file says; none: twice as fast)")
+    p.add_argument("--tta", choices=["model", *TTA_NAMES], default="model",
+                   help=f"{TTA_HELP} (model: what the model file says)")
     p.add_argument("--prior", choices=["model", *PRIORS], default="model",
                    help="how common the answers assume each emotion is: training (as in the training photos: "
                    "best on web photos like them), balanced (all equally: best on posed faces and other "

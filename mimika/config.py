@@ -14,12 +14,29 @@ import numpy as np
 
 from .crop import CropSpec
 from .errors import MimikaError
-from .labels import PRIORS
+from .labels import PRIORS, TTA_NAMES
 
 DEFAULT_MODEL = "ferplus"
 MODEL_FORMAT = "mimika-model"  # the format tag of `.npz` model files and training checkpoints
 METADATA_KEY = "mimika_config"  # the ONNX metadata entry that holds the config (written by export.py)
-TTA_MODES = ("", "flip")
+TTA_MODES = tuple("" if name == "none" else name for name in TTA_NAMES)  # as stored in a config
+TTA_SHIFT = 0.04  # "shift" moves the face by this share of the crop's width and height (2 pixels of 48)
+
+
+def tta_views(crops: np.ndarray, mode: str) -> list[np.ndarray]:
+    """The views of face crops N x H x W whose logits test-time augmentation averages: the faces
+    alone (""); with their mirror images ("flip"); or both, each also moved left, right, up and
+    down by TTA_SHIFT of the crop size, the border pixels repeated ("shift": 10 views)."""
+    if mode not in TTA_MODES:
+        raise MimikaError(f"unknown test-time augmentation {mode!r}")
+    views = [crops] if mode == "" else [crops, crops[:, :, ::-1]]
+    if mode == "shift":
+        dy, dx = (max(1, round(TTA_SHIFT * n)) for n in crops.shape[1:])
+        h, w = crops.shape[1:]
+        pad = np.pad(crops, ((0, 0), (dy, dy), (dx, dx)), mode="edge")
+        moved = [pad[:, dy:dy + h, :w], pad[:, dy:dy + h, 2 * dx:], pad[:, :h, dx:dx + w], pad[:, 2 * dy:, dx:dx + w]]
+        views += [v for m in moved for v in (m, m[:, :, ::-1])]
+    return views
 
 
 @dataclass
@@ -31,7 +48,7 @@ class ModelConfig:
     crop: CropSpec
     mean: float = 0.0  # input = (pixel / 255 - mean) / std
     std: float = 1.0
-    tta: str = ""  # test-time augmentation: "" none, "flip" averages the logits of the face and its mirror image
+    tta: str = ""  # test-time augmentation: the views whose logits are averaged (`tta_views`)
     temperature: float = 1.0  # logits are divided by it before the softmax: fitted on validation data
     #                           (`mimika calibrate`) so that a probability says how often it is right
     class_prior: list[float] | None = None  # each label's share of the training faces (`mimika calibrate`)
@@ -116,28 +133,23 @@ class ModelConfig:
     def prediction_logits(self, logits: Callable[[np.ndarray], np.ndarray], crops: np.ndarray,
                          batch_size: int = 256) -> np.ndarray:
         """The logits N x C that prediction turns into probabilities: `logits` (a network run on
-        normalized input) on the face crops in batches, averaged with their mirror images' when the
-        model asks for flip. Calibration fits on exactly these."""
+        normalized input) on the face crops in batches, averaged over the views of the model's
+        test-time augmentation (`tta_views`). Calibration fits on exactly these."""
         crops = np.asarray(crops)
         expect = (self.crop.height, self.crop.width)
         if crops.ndim != 3 or crops.shape[1:] != expect:
             raise MimikaError(f"face crops must be N x {expect[0]} x {expect[1]}, got {crops.shape}")
-        if self.tta not in TTA_MODES:
-            raise MimikaError(f"unknown test-time augmentation {self.tta!r}")
-        views = 2 if self.tta == "flip" else 1
+        views = len(tta_views(crops[:0], self.tta))
         step = max(1, batch_size // views)
         parts = [np.zeros((0, len(self.labels)))]
         for i in range(0, len(crops), step):
-            chunk = crops[i:i + step]
-            if views == 2:  # the faces and their mirror images in one run: one call's overhead, not two
-                chunk = np.concatenate([chunk, chunk[:, :, ::-1]])
+            chunk = np.concatenate(tta_views(crops[i:i + step], self.tta))  # all views in one run: one call's overhead
             z = np.asarray(logits(self.normalize(chunk)), np.float64)
             if z.shape != (len(chunk), len(self.labels)):
                 raise MimikaError(f"the model's output has shape {z.shape}, expected {(len(chunk), len(self.labels))} "
                                   "(one score per label): the network does not fit its config")
-            if views == 2:  # the views' logits averaged: the temperature then never changes a decision
-                z = (z[:len(z) // 2] + z[len(z) // 2:]) / 2
-            parts.append(z)
+            # the views' logits averaged: the temperature then never changes a decision
+            parts.append(z.reshape(views, -1, z.shape[1]).mean(axis=0))
         return np.concatenate(parts)
 
     def predict_proba(self, logits: Callable[[np.ndarray], np.ndarray], crops: np.ndarray,

@@ -24,7 +24,7 @@ import torch
 from .errors import MimikaError
 from .fileio import write_bytes
 from .model import Model
-from .config import METADATA_KEY
+from .config import METADATA_KEY, tta_views
 from .runtime import CHECKSUM_KEY, model_checksum
 
 OPSET = 17
@@ -141,9 +141,8 @@ def _quantized(model: Model, calibration: np.ndarray):
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    faces = np.asarray(calibration)
-    if model.config.tta == "flip":  # calibrate on what the network will see: faces and their mirror images
-        faces = np.concatenate([faces, faces[:, :, ::-1]])
+    # calibrate on what the network will see: every view of the model's test-time augmentation
+    faces = np.concatenate(tta_views(np.asarray(calibration), model.config.tta))
     batches = [{"faces": model.config.normalize(faces[i:i + 64])} for i in range(0, len(faces), 64)]
 
     class Reader(CalibrationDataReader):

@@ -8,6 +8,11 @@ from .errors import MimikaError
 #: common as in its training faces; "balanced", every class equally likely (`mimika calibrate`).
 PRIORS = ("training", "balanced")
 
+#: Test-time augmentations, as users name them (`ModelConfig.tta` stores "none" as ""): the face
+#: alone, with its mirror image, or both also shifted a little (`config.tta_views`). Here, not in
+#: config.py, so that the command line's parser imports no NumPy.
+TTA_NAMES = ("none", "flip", "shift")
+
 #: CK+ emotion codes, as in the `Emotion/*_emotion.txt` files.
 CKPLUS_CODES: dict[int, str] = {
     0: "neutral",

@@ -40,6 +40,9 @@ class TrainOptions:
                                  "the training set) is added to the logits while training (logit adjustment, Menon "
                                  "et al. 2021): the loss asks wider margins for rare classes, and prediction uses "
                                  "the plain logits. 0: plain cross-entropy", low=0, high=5)
+    ema: float = option(0.0, "decay of an exponential moving average of the weights, updated after every step "
+                        "(timm's model EMA, e.g. 0.999: an average over about 1/(1-decay) steps): validation "
+                        "scores the average and the run saves it. 0: the last step's weights", low=0, high=0.99999)
     keep_best: bool = option(False, "end with the weights of the epoch with the best validation accuracy",
                              fixed=False)
     device: str = option("auto", "where to train: cuda (this process's GPU), cpu, or auto (cuda when PyTorch "

@@ -131,6 +131,10 @@ class Trainer:
             model.net.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.SGD(model.net.parameters(), lr=o.lr, momentum=o.momentum, nesterov=True,
                                          weight_decay=o.weight_decay)
+        self.ema = None  # the moving average of the weights (--ema): what validation scores and the run saves
+        if o.ema:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+            self.ema = AveragedModel(model.net, multi_avg_fn=get_ema_multi_avg_fn(o.ema), use_buffers=True)
         self.amp = _amp_dtype(world.device, o.bf16)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp == torch.float16 else None
         self.state = TrainingState(history=[], best=None, world_size=world.size)
@@ -154,6 +158,7 @@ class Trainer:
             rank_rng["cuda"] = distributed.all_gather(torch.cuda.get_rng_state(w.device).numpy(), w)
         self.state.rank_rng, self.state.world_size = rank_rng or None, w.size
         self.state.scaler = self.scaler.state_dict() if self.scaler else None
+        self.state.ema = self.ema.state_dict() if self.ema is not None else None
         if not w.writer:
             return
         try:
@@ -181,6 +186,8 @@ class Trainer:
             torch.cuda.set_rng_state(torch.from_numpy(rows["cuda"][w.rank].copy()), w.device)
         if self.scaler and self.state.scaler:
             self.scaler.load_state_dict(self.state.scaler)
+        if self.ema is not None and self.state.ema is not None:
+            self.ema.load_state_dict(self.state.ema)
         note = ""
         if saved != w.size:
             note = (f" (written by a {saved}-process run, continued with {w.size}: each batch of "
@@ -227,11 +234,17 @@ class Trainer:
             else:
                 (loss / share).backward()
                 self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update_parameters(self.model.net)
             total += float(loss.detach())
         self.model.net.eval()
         if w.size > 1:
             total, = distributed.all_sum([total], w)
         return total / len(data)
+
+    def scored(self) -> Model:
+        """The weights validation scores and the run saves: the moving average under --ema."""
+        return self.model if self.ema is None else Model(self.model.config, self.ema.module)
 
     def done(self) -> bool:
         o, h = self.options, self.history
@@ -284,10 +297,10 @@ class Trainer:
                                   "lower the learning rate")
             val_loss = val_acc = None
             if self.val_set is not None:
-                val_loss, val_acc = evaluate_loss(self.model, self.val_set, o, self.world)
+                val_loss, val_acc = evaluate_loss(self.scored(), self.val_set, o, self.world)
                 if o.keep_best and (self.state.best is None or val_acc > self.state.best[0]):
                     self.state.best = (val_acc, len(self.history) + 1,
-                                       {k: v.detach().clone() for k, v in self.model.net.state_dict().items()})
+                                       {k: v.detach().clone() for k, v in self.scored().net.state_dict().items()})
             stats = EpochStats(len(self.history) + 1, train_loss, val_loss, val_acc, time.perf_counter() - t0)
             self.history.append(stats)
             if self.checkpoint:
@@ -297,6 +310,9 @@ class Trainer:
             self.log(f"stopped after {len(self.history)} epochs ("
                      + ("max epochs reached" if len(self.history) >= o.max_epochs else f"loss change < {o.tol}")
                      + ")")
+        if self.ema is not None:
+            self.model.net.load_state_dict(self.ema.module.state_dict())
+            self.log(f"the run ends with the moving average of its weights (decay {o.ema})")
         if o.keep_best and self.state.best is not None:
             self.model.net.load_state_dict(self.state.best[2])
             self.log(f"kept the weights of epoch {self.state.best[1]} (best validation accuracy "

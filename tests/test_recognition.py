@@ -152,6 +152,37 @@ def test_flip_tta_averages_the_mirror_images_logits(shipped_model, astronaut_fac
         assert (model.predict_proba(faces).argmax(1) == first).all()
 
 
+def test_shift_tta_averages_ten_views_moved_two_pixels_of_48(shipped_model, astronaut_face):
+    """shift: the face and its mirror image, each also moved left, right, up and down by 2 of 48
+    pixels with the border repeated (as OpenCV's replicate border moves them); the 10 views'
+    logits averaged. Smaller than the batch or larger, the answer is the same."""
+    import cv2
+    from mimika.config import tta_views
+    c = shipped_model.config.crop
+    faces = np.stack([cv2.resize(astronaut_face, (c.width, c.height)),
+                      cv2.resize(astronaut_face[40:, 30:], (c.width, c.height))])
+    views = tta_views(faces, "shift")
+    assert len(views) == 10 and all(v.shape == faces.shape for v in views)
+
+    def moved(dx, dy):
+        m = np.float32([[1, 0, dx], [0, 1, dy]])
+        return np.stack([cv2.warpAffine(f, m, (c.width, c.height), borderMode=cv2.BORDER_REPLICATE) for f in faces])
+
+    expect = [faces, faces[:, :, ::-1]]
+    for dx, dy in ((2, 0), (-2, 0), (0, 2), (0, -2)):
+        expect += [moved(dx, dy), moved(dx, dy)[:, :, ::-1]]
+    assert all(np.array_equal(v, e) for v, e in zip(views, expect))
+    model = mimika.load_predictor()
+    model.config.tta = "shift"
+    z = np.mean([model.logits(model.config.normalize(np.ascontiguousarray(v))) for v in expect], axis=0)
+    e = np.exp(z / model.config.temperature - (z / model.config.temperature).max(1, keepdims=True))
+    assert np.allclose(model.predict_proba(faces), e / e.sum(1, keepdims=True), atol=1e-5)
+    assert np.allclose(model.predict_proba(faces, batch_size=10), model.predict_proba(faces), atol=1e-6)
+    flip = mimika.load_predictor()
+    shifted, mirrored = (m.config.prediction_logits(m.logits, faces) for m in (model, flip))
+    assert np.abs(shifted - mirrored).max() > 0.05  # the moved views count
+
+
 def test_progress_is_quiet_off_a_terminal(capsys):
     from mimika.progress import progress
     assert list(progress(range(3), "x")) == [0, 1, 2]

@@ -55,7 +55,8 @@ def weights(model):
 
 @pytest.mark.parametrize("bf16, extra", [(True, {}), (False, dict(augment=True, schedule="cosine",
                                                                   warmup_epochs=1, weight_decay=1e-4,
-                                                                  label_smoothing=0.1, keep_best=True))])
+                                                                  label_smoothing=0.1, keep_best=True,
+                                                                  ema=0.9))])
 def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path, two_class_set, bf16, extra):
     opts = dict(batch_size=8, lr=0.01, seed=3, bf16=bf16, **extra)
     val = two_class_set.subset(range(0, 48, 5)) if extra else None
@@ -257,6 +258,31 @@ def test_logit_adjustment_raises_the_rare_class(two_class_set):
         mimika.train(model, data, options=TrainOptions(epochs=4, batch_size=5, seed=1, logit_adjust=tau), log=quiet)
         rare_probability.append(model.predict_proba(two_class_set.faces[rare])[:, 1].mean())
     assert rare_probability[1] > rare_probability[0] + 0.15, rare_probability
+
+
+def test_ema_trains_the_same_steps_and_saves_and_scores_their_moving_average(tmp_path, two_class_set):
+    """--ema: training takes the same steps (the checkpoint's own weights are those of a run without
+    it), and the run ends with, and validation scores, the average the checkpoint carries."""
+    from mimika.checkpoint import WHAT
+    from mimika.container import read_container
+    from mimika.config import MODEL_FORMAT
+    train, val = two_class_set.split_by_subject(0.34, seed=0)
+    opts = dict(epochs=3, batch_size=8, lr=0.05, seed=2)
+    plain = create_model("seed", labels=train.labels, seed=2)
+    mimika.train(plain, train, options=TrainOptions(**opts), log=quiet)
+    averaged = create_model("seed", labels=train.labels, seed=2)
+    ckpt = tmp_path / "ema.ckpt.npz"
+    hist = mimika.train(averaged, train, val, options=TrainOptions(ema=0.9, **opts), checkpoint=ckpt, log=quiet)
+    _, arrays = read_container(ckpt, MODEL_FORMAT, WHAT)
+    raw, ema = weights(plain), weights(averaged)
+    stored = {k[len("ema/module."):]: v for k, v in arrays.items() if k.startswith("ema/module.")}
+    assert stored.keys() == ema.keys()
+    assert all(np.array_equal(stored[k], ema[k].numpy()) for k in ema)
+    assert int(arrays["ema/n_averaged"]) == 3 * int(np.ceil(len(train) / 8))  # one update per step
+    assert all(torch.equal(raw[k], v) for k, v in weights(mimika.Model.load(ckpt)).items())  # the steps taken are unchanged
+    assert not all(torch.equal(raw[k], ema[k]) for k in raw)  # and the saved weights are their average
+    p = averaged.predict_proba(val.faces)
+    assert hist[-1].val_accuracy == pytest.approx(float((p.argmax(1) == val.relabel(averaged.labels).y).mean()))
 
 
 def test_evaluation_can_answer_only_among_the_data_classes():

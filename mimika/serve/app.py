@@ -32,7 +32,7 @@ from starlette.exceptions import HTTPException
 
 from .. import __version__, images
 from ..errors import MimikaError
-from .engine import BadImage, Engine, NotFound, Options
+from .engine import PRIOR_CHOICES, TTA_CHOICES, BadImage, Engine, NotFound, Options
 from .inputs import ANNOTATE_FIELDS, OPTION_FIELDS, RequestError, parse_options, read_request
 from .settings import ServeSettings
 
@@ -44,8 +44,8 @@ _IMAGE_DOC = {"type": "string", "format": "binary", "description": "the image fi
 _OPTIONS_DOC = {
     "model": {"type": "string", "description": "a served model's name (GET /v1/models); default: the server's"},
     "detector": {"type": "string", "description": "face detector preset (GET /v1/models); default: the server's"},
-    "tta": {"type": "string", "enum": ["model", "none", "flip"], "description": "test-time augmentation"},
-    "prior": {"type": "string", "enum": ["model", "training", "balanced"], "description": "how common the answers "
+    "tta": {"type": "string", "enum": list(TTA_CHOICES), "description": "test-time augmentation"},
+    "prior": {"type": "string", "enum": list(PRIOR_CHOICES), "description": "how common the answers "
               "assume each emotion is: as in training, or all equally (posed faces, other cameras)"},
     "landmarks": {"type": "boolean", "description": "keep each face's landmarks, where the detector finds them"},
 }

@@ -23,13 +23,13 @@ from ..config import DEFAULT_MODEL, Predictor, shipped_models, with_settings
 from ..detection import PRESETS, HaarDetector, get_detector, preset_name
 from ..errors import MimikaError
 from ..images import read_color
-from ..labels import PRIORS
+from ..labels import PRIORS, TTA_NAMES
 from ..recognition import Recognizer
 from ..results import ImageResult
 from ..runtime import load_predictor
 from .settings import ServeSettings
 
-TTA_CHOICES = ("model", "none", "flip")
+TTA_CHOICES = ("model", *TTA_NAMES)
 PRIOR_CHOICES = ("model", *PRIORS)
 FORMATS = {"jpeg": (".jpg", "image/jpeg"), "png": (".png", "image/png")}
 
@@ -48,7 +48,7 @@ class Options:
 
     model: str | None = None
     detector: str | None = None
-    tta: str = "model"  # model: what the model file says; none; flip
+    tta: str = "model"  # model: what the model file says; or one of TTA_NAMES
     prior: str = "model"  # model: what the model file says; training; balanced
     landmarks: bool = True  # keep each face's landmarks (detectors that find them)
     format: str = "jpeg"  # annotate: the image format answered
