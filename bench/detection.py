@@ -13,8 +13,9 @@ Printed per detector:
   a face when each box holds the other's centre: robust to the sets' different box styles, FDDB
   ellipses, VOC head boxes; false detections match no face, ignored and small ones included;
   greedy one-to-one), ms per photo and per 640x480 photo
-  (medians of --repeats runs). Colour rows feed the BGR photo; the others its gray version (what
-  mimika's pipeline passes), with gray replicated into the three channels of colour networks.
+  (medians of --repeats runs). Colour rows feed the BGR photo (what mimika's pipeline passes the
+  CNN presets); the others its gray version (what it passes Haar), with gray replicated into the
+  three channels of colour networks.
 - share of images with a face found: CK+ frames (all 920 of ckplus/cohn-kanade-images, 128x128),
   CK+48 crops (981 files, 48x48, passed as they are: the detector itself enlarges small images),
   the first 500 FER2013 PublicTest faces enlarged to 192x192 (mimika.datasets.load_dataset).
@@ -284,10 +285,11 @@ def detectors(cand: Path) -> dict[str, tuple[object, bool]]:
     """name -> (detector, takes colour); rows whose files or packages are missing are left out."""
     rows: dict[str, tuple[object, bool]] = {k if k.startswith("haar") else f"haar {k}": (v, False) for k, v in HAAR.items()}
     cnn = CNN["cnn"]
-    rows["centerface int8 (cnn, default)"] = (cnn, False)
-    rows["centerface int8 colour"] = (cnn, True)
-    rows["centerface int8 cnn-thorough"] = (CNN["cnn-thorough"], False)
-    rows["centerface int8 cnn-fast"] = (CNN["cnn-fast"], False)
+    rows["centerface int8 (cnn, default) colour"] = (cnn, True)
+    rows["centerface int8 (cnn) gray"] = (cnn, False)
+    rows["centerface int8 cnn-thorough gray"] = (CNN["cnn-thorough"], False)
+    rows["centerface int8 cnn-thorough colour"] = (CNN["cnn-thorough"], True)
+    rows["centerface int8 cnn-fast colour"] = (CNN["cnn-fast"], True)
     rows["centerface int8 min_side 1"] = (CnnDetector(min_side=1), False)  # small images not enlarged
     fp32 = cand / "centerface-fp32.onnx"
     if fp32.is_file():

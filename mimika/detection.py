@@ -1,8 +1,10 @@
-"""Input preparation, step 2: find every face in a grayscale image, by a named detector.
+"""Input preparation, step 2: find every face in an image, by a named detector.
 
 Two kinds: the CNN (CenterFace, `centerface.py`: faces from 24 px, turned and tilted faces, five
 landmarks each; the default) and OpenCV's Haar cascade (`haar.py`, the original method, with its
-presets). Both are called as `detector(gray) -> boxes` and `detector.detect(gray) -> Detection`s.
+presets). Both are called as `detector(gray) -> boxes` and `detector.detect(gray) -> Detection`s;
+a detector whose `takes_color` is true (the CNN presets but the thorough one) is given the colour
+image by recognition where there is one, as it finds more faces in colour.
 The faces of training and evaluation sets are cropped by one fixed detector, `DATASET_DETECTOR`,
 so a change of the default moves no dataset crop and no published figure.
 """

@@ -29,11 +29,17 @@ Files come from anywhere (phones, the web, fuzzers), so reading is defensive:
   `scale` that maps its boxes back. A bigger image is shrunk while decoding: a JPEG by libjpeg at
   1/2, 1/4 or 1/8 size (IMREAD_REDUCED_*), anything else decoded straight to one gray channel.
   4096 keeps every photo up to 16 MP (all 12 MP phone photos) exactly as before; for an
-  8000 x 8000 JPEG the whole `mimika predict` peaks at 234 MiB instead of 537, and a long-lived
-  Recognizer keeps 102 MiB more than before it instead of 377 (the face detector's buffers grow
+  8000 x 8000 JPEG the whole `mimika predict` peaked at 234 MiB instead of 537 (310 MiB with the
+  detector's colour copy, below), and a long-lived Recognizer keeps about 100 MiB more than before
+  it instead of 377 (the face detector's buffers grow
   to the largest image it has seen). 2048 would keep 23 MiB and detect about 3x faster, but would
   halve every 12 MP photo and lose its faces under 80 px. `python bench/large_image.py` measures
   these (and 3072).
+- `load_image(..., keep_color=True)` (what recognition asks for when its detector takes colour,
+  the CNN: it finds more faces in colour) also keeps a BGR copy of a colour image, the same size
+  as the gray one: a reduced JPEG decode is run a second time in colour (an 8000 x 8000 JPEG: a
+  4000 x 4000 x 3 copy, 46 MiB; `mimika predict` peaks at 310 MiB instead of 234); a non-JPEG file
+  over MAX_SIDE gets none (decoded straight to gray, as above).
 - Decoders print warnings from C (libjpeg "Corrupt JPEG data", libpng, OpenCV's log) on file
   descriptor 2. Each probe and decode runs with fd 2 redirected to a temporary file and Python's
   warnings caught, under a lock since both belong to the whole process (what other threads write
@@ -128,24 +134,35 @@ class LoadedImage:
     source: str  # display name: the path, "<stdin>", "<bytes>", "<array>", "<PIL image>"
     notes: list[str] = field(default_factory=list)  # for the user, about this source: "3 pages; read the first"
     decoder_messages: list[str] = field(default_factory=list)  # the decoders' warnings (verbose output)
+    color: np.ndarray | None = None  # uint8 BGR, H x W x 3 as `gray`, with keep_color for a colour source
+
+    @property
+    def for_detector(self) -> np.ndarray:
+        """What the face detector looks at: the colour copy where there is one (the CNN finds more
+        faces in colour), else the gray image."""
+        return self.gray if self.color is None else self.color
 
 
 # ---------------------------------------------------------------------------------------------
 # public entry points
 
 
-def load_image(source: ImageLike, color: str = "rgb", max_side: int | None = MAX_SIDE) -> LoadedImage:
-    """Any source as uint8 gray for detection, shrunk to `max_side` (None: full size), upright."""
+def load_image(source: ImageLike, color: str = "rgb", max_side: int | None = MAX_SIDE,
+               keep_color: bool = False) -> LoadedImage:
+    """Any source as uint8 gray for detection, shrunk to `max_side` (None: full size), upright;
+    with `keep_color`, a BGR copy of a colour source beside it, of the same size (not for a
+    non-JPEG file over `max_side`, which is decoded straight to gray to bound memory)."""
     _check_color(color)
     if max_side is not None and max_side < 1:
         raise MimikaError(f"max_side must be at least 1, got {max_side}")
     name, data, color = _open_source(source, color)
     if isinstance(data, bytes):
-        return _load_encoded(name, data, max_side)
+        return _load_encoded(name, data, max_side, keep_color)
     gray = to_gray(data, color, where=name)
     h, w = gray.shape
     gray, scale = _shrink(gray, w, h, max_side)
-    return LoadedImage(gray, scale, (w, h), name)
+    colored = _as_bgr(data, color, name) if keep_color and np.ndim(data) == 3 and np.shape(data)[2] > 1 else None
+    return LoadedImage(gray, scale, (w, h), name, color=_same_size(colored, gray))
 
 
 def load_gray(source: ImageLike, color: str = "rgb") -> np.ndarray:
@@ -159,18 +176,30 @@ def read_color(source: ImageLike, color: str = "rgb") -> np.ndarray:
     name, img, order = _open_source(source, color)
     if isinstance(img, bytes):
         img, order = _decode_stored(name, img)[0], "bgr"
-    img = np.asarray(img)
+    return _as_bgr(img, order, name)
+
+
+def _as_bgr(image: np.ndarray, order: str, where: str) -> np.ndarray:
+    """An array of any depth and 1, 3 or 4 channels (`order` "rgb" or "bgr") as uint8 BGR."""
+    img = np.asarray(image)
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[:, :, 0]
-    _check_shape(img, name)
-    img = _to_uint8(img, name)
+    _check_shape(img, where)
+    img = _to_uint8(img, where)
     if img.ndim == 2:
         return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
     if img.shape[2] == 4:
-        img = cv2.cvtColor(img, cv2.COLOR_RGBA2BGR if order == "rgb" else cv2.COLOR_BGRA2BGR)
+        img = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGBA2BGR if order == "rgb" else cv2.COLOR_BGRA2BGR)
     elif order == "rgb":
-        img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
+        img = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2BGR)
     return np.ascontiguousarray(img)
+
+
+def _same_size(color: np.ndarray | None, gray: np.ndarray) -> np.ndarray | None:
+    """The colour copy shrunk to the gray image's size, as `_shrink` shrank that."""
+    if color is None or color.shape[:2] == gray.shape:
+        return color
+    return cv2.resize(color, (gray.shape[1], gray.shape[0]), interpolation=cv2.INTER_AREA)
 
 
 def read_image(source: str | os.PathLike | bytes) -> np.ndarray:
@@ -379,7 +408,8 @@ class _Header:
     orientation: int = 1
 
 
-def _load_encoded(name: str, data: bytes, max_side: int | None) -> LoadedImage:
+def _load_encoded(name: str, data: bytes, max_side: int | None, keep_color: bool = False) -> LoadedImage:
+    colored = None
     with _decoding(name) as log:
         head = _probe(data)
         w, h = head.width, head.height
@@ -390,18 +420,25 @@ def _load_encoded(name: str, data: bytes, max_side: int | None) -> LoadedImage:
         else:  # shrink while decoding: the full-size color image never exists
             img = _imdecode(data, _reduced_flags(head, max_side))
             reduced = True
+            if keep_color and img is not None and head.format in ("JPEG", "MPO"):  # libjpeg's reduced colour
+                colored = _imdecode(data, _reduced_flags(head, max_side, color=True))
     if img is None:
         raise MimikaError(f"{name}: not a readable image{log.said()}")
     if reduced:
         gray = _to_uint8(img[:, :, 0] if img.ndim == 3 else img, name)
         gray, scale = _shrink(gray, w, h, max_side)
+        if colored is not None and colored.ndim == 3:
+            colored = _same_size(_as_bgr(colored, "bgr", name), gray)
     else:
         _check_pixels(name, img.shape[1], img.shape[0])  # in case the decoder disagrees with the header
         gray, scale = to_gray(img, "bgr", where=name), 1.0
         h, w = gray.shape
+        if keep_color and img.ndim == 3 and img.shape[2] > 1:
+            colored = _as_bgr(img, "bgr", name)
     gray = _orient(gray, head.orientation)
+    colored = _orient(colored, head.orientation) if colored is not None and colored.ndim == 3 else None
     size = (h, w) if head.orientation >= 5 else (w, h)
-    return LoadedImage(gray, scale, size, name, _notes(head), log.messages)
+    return LoadedImage(gray, scale, size, name, _notes(head), log.messages, color=colored)
 
 
 def _decode_stored(name: str, data: bytes) -> tuple[np.ndarray, _Header]:
@@ -424,16 +461,18 @@ def _imdecode(data: bytes, flags: int) -> np.ndarray | None:
     return None if img is None or img.size == 0 else img
 
 
-def _reduced_flags(head: _Header, max_side: int) -> int:
-    """Decode flags for a gray image to be shrunk to max_side. JPEG: libjpeg decodes at 1/8, 1/4
-    or 1/2 size, the smallest that keeps 3/4 of max_side (an 8000 px photo: 4000 px, 15 MB
-    instead of 61); others decode at full size, to one channel."""
-    flags = cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION
+def _reduced_flags(head: _Header, max_side: int, color: bool = False) -> int:
+    """Decode flags for a gray (or, JPEG only, `color`) image to be shrunk to max_side. JPEG:
+    libjpeg decodes at 1/8, 1/4 or 1/2 size, the smallest that keeps 3/4 of max_side (an 8000 px
+    photo: 4000 px, 15 MB instead of 61); others decode at full size, to one channel."""
+    flags = (cv2.IMREAD_COLOR if color else cv2.IMREAD_GRAYSCALE) | cv2.IMREAD_IGNORE_ORIENTATION
     if head.format not in ("JPEG", "MPO"):
         return flags | cv2.IMREAD_ANYDEPTH  # 16-bit and float stay so until _to_uint8
     long = max(head.width, head.height)
-    for r, reduced in ((8, cv2.IMREAD_REDUCED_GRAYSCALE_8), (4, cv2.IMREAD_REDUCED_GRAYSCALE_4),
-                       (2, cv2.IMREAD_REDUCED_GRAYSCALE_2)):
+    steps = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2)) \
+        if color else ((8, cv2.IMREAD_REDUCED_GRAYSCALE_8), (4, cv2.IMREAD_REDUCED_GRAYSCALE_4),
+                       (2, cv2.IMREAD_REDUCED_GRAYSCALE_2))
+    for r, reduced in steps:
         if 4 * -(-long // r) >= 3 * max_side:  # libjpeg rounds the scaled size up
             return reduced | cv2.IMREAD_IGNORE_ORIENTATION
     return flags

@@ -21,7 +21,7 @@ from .crop import crop_face, whole_image_box
 from .boxes import Box, Detection
 from .detection import DEFAULT_DETECTOR, get_detector
 from .errors import MimikaError
-from .images import load_image
+from .images import LoadedImage, load_image
 from .results import Face, ImageResult, Results
 from .runtime import load_predictor
 
@@ -65,7 +65,7 @@ class Recognizer:
     def get(self, image, color: str = "rgb") -> list[Face]:
         """All faces in an image, left to right. `image`: a path, "-" (standard input), encoded
         bytes, a PIL image, or an array (`color` "rgb" or "bgr" for 3/4 channels)."""
-        return self._classified(load_image(image, color=color))
+        return self._classified(self.load(image, color))
 
     def get_result(self, image, color: str = "rgb", name: str | None = None) -> ImageResult:
         """One image's result object, as `predict` gives it per file: its faces and the reader's notes,
@@ -73,12 +73,17 @@ class Recognizer:
         holder: dict = {}
 
         def load():
-            img = load_image(image, color=color)
+            img = self.load(image, color)
             holder["source"] = img.source
             return img
         result = next(self._stream([(ImageResult(name or ""), load)], batch_faces=64))
         result.file = result.file or holder.get("source", "<image>")
         return result
+
+    def load(self, source, color: str = "rgb") -> LoadedImage:
+        """The image, with a colour copy for a detector that finds more faces in colour (the CNN)."""
+        keep = self.crop != "whole" and bool(getattr(self.detector, "takes_color", False))
+        return load_image(source, color=color, keep_color=keep)
 
     def classify(self, gray: np.ndarray) -> list[Face]:
         """The faces of an 8-bit grayscale image."""
@@ -88,18 +93,19 @@ class Recognizer:
         found, crops = self._detect_and_crop(img)
         return self._faces_of(found, self.model.predict_proba(np.stack(crops)) if crops else [], img.scale)
 
-    def detections(self, gray: np.ndarray) -> list[Detection]:
-        """The faces to classify, left to right (the whole image with crop="whole")."""
+    def detections(self, image: np.ndarray) -> list[Detection]:
+        """The faces to classify in a gray (or, for a detector that takes colour, BGR) image, left to
+        right (the whole image with crop="whole")."""
         if self.crop == "whole":
-            return [Detection(whole_image_box(gray), 1.0)]
-        return sorted(self.detector.detect(gray), key=lambda d: (d.box[0], d.box[1]))
+            return [Detection(whole_image_box(image), 1.0)]
+        return sorted(self.detector.detect(image), key=lambda d: (d.box[0], d.box[1]))
 
     def ranked(self, p: np.ndarray) -> dict[str, float]:
         order = np.argsort(-p, kind="stable")
         return {self.model.labels[i]: float(p[i]) for i in order}
 
     def _detect_and_crop(self, img) -> tuple[list[Detection], list[np.ndarray]]:
-        found = self.detections(img.gray)
+        found = self.detections(img.for_detector)
         spec = self.model.config.crop
         return found, [crop_face(img.gray, d.box, spec, d.landmarks if self.align else None) for d in found]
 
@@ -112,7 +118,7 @@ class Recognizer:
         """One result per file, in order; a bad file yields a result with `error` set and the batch
         goes on. Faces of consecutive images are classified together, `batch_faces` at a time,
         and only their crops are kept meanwhile, so memory stays bounded however many files."""
-        return self._stream(((ImageResult(str(p)), lambda p=p: load_image(p)) for p in paths), batch_faces)
+        return self._stream(((ImageResult(str(p)), lambda p=p: self.load(p)) for p in paths), batch_faces)
 
     def get_video(self, path: str | os.PathLike, every: int = 1, batch_faces: int = 64,
                   keep_frames: bool = False) -> Iterator[ImageResult]:
@@ -120,7 +126,7 @@ class Recognizer:
         BGR frame itself in `image` if `keep_frames`, for drawing)."""
         from .video import read_frames
         return self._stream(((ImageResult(str(path), frame=i, time=t, image=frame if keep_frames else None),
-                              lambda f=frame: load_image(f, color="bgr"))
+                              lambda f=frame: self.load(f, "bgr"))
                              for i, t, frame in read_frames(path, every)), batch_faces)
 
     def predict(self, sources: Iterable[str | os.PathLike | Source], every: int = 1,
@@ -195,6 +201,10 @@ class _Loaded:
     gray: np.ndarray
     scale: float = 1.0
     notes: tuple = ()
+
+    @property
+    def for_detector(self) -> np.ndarray:
+        return self.gray
 
 
 def _scaled(box: Box, scale: float) -> Box:

@@ -141,6 +141,32 @@ def test_exif_orientations_read_upright(tmp_path, upright, orientation):
     assert diff(shrunk.gray, cv2.resize(expect, (256, 192), interpolation=cv2.INTER_AREA)) < 3
 
 
+@pytest.mark.parametrize("orientation", (1, 3, 6, 8))
+def test_the_colour_copy_for_the_detector_is_the_gray_images_twin(tmp_path, upright, orientation):
+    """keep_color: a BGR copy beside the gray image, upright and shrunk as it is (the reduced JPEG
+    decode too), the gray image unchanged; none for a gray source."""
+    data = with_orientation(upright, orientation)
+    expect = np.asarray(upright)[:, :, ::-1]
+    for max_side in (None, 256):
+        plain = images.load_image(data, max_side=max_side)
+        both = images.load_image(data, max_side=max_side, keep_color=True)
+        assert plain.color is None and plain.for_detector is plain.gray
+        assert np.array_equal(both.gray, plain.gray) and both.scale == plain.scale and both.size == plain.size
+        assert both.color.shape == (*both.gray.shape, 3) and both.color.dtype == np.uint8
+        assert both.for_detector is both.color
+        want = expect if max_side is None else cv2.resize(expect, (256, 192), interpolation=cv2.INTER_AREA)
+        assert diff(both.color, want) < 3
+        assert diff(both.color[:, :, 0], want[:, :, 2]) > 10  # BGR, not RGB
+    gray_file = io.BytesIO()
+    upright.convert("L").save(gray_file, "PNG")
+    assert images.load_image(gray_file.getvalue(), keep_color=True).color is None
+    rgb, rgba = np.asarray(upright), np.asarray(upright.convert("RGBA"))
+    from_arrays = [images.load_image(a, color=c, keep_color=True).color
+                   for a, c in ((rgb, "rgb"), (rgb[:, :, ::-1], "bgr"), (rgba, "rgb"))]
+    assert all(np.array_equal(a, expect) for a in from_arrays)
+    assert images.load_image(rgb[:, :, 0], keep_color=True).color is None
+
+
 @pytest.mark.parametrize("fmt", ["PNG", "WEBP", "TIFF"])
 def test_exif_orientation_in_other_formats(upright, fmt):
     upright = upright.resize((128, 96), Image.Resampling.BOX)  # lossless WebP is slow to write
@@ -340,6 +366,9 @@ def test_a_large_photo_is_read_with_bounded_memory(tmp_path, astronaut_bgr):
             face = img.gray[a:b, a:b]
             out[name] = [img.gray.shape, img.scale, img.size, status("VmHWM") - base, float(face.mean())]
             del img
+            img = images.load_image({str(tmp_path)!r} + "/" + name, keep_color=True)  # the detector's copy
+            out[name + " colour"] = [None if img.color is None else list(img.color.shape), status("VmHWM") - base]
+            del img
         report(**out)
     """)
     # JPEG: decoded by libjpeg at half size, 2 x 15 MiB (OpenCV's decode holds twice the image);
@@ -349,6 +378,9 @@ def test_a_large_photo_is_read_with_bounded_memory(tmp_path, astronaut_bgr):
         assert shape == [side, side] and scale == 8000 / side and size == [8000, 8000], name
         assert abs(face_mean - gray_of(astronaut_bgr).mean()) < 3, name  # the photo is where it was
         assert mib < most_mib, (name, mib)
+    # the colour copy: libjpeg's reduced colour decode, 2 x 46 MiB besides the gray; none for the PNG
+    assert got["big.jpg colour"][0] == [4000, 4000, 3] and got["big.jpg colour"][1] < 150
+    assert got["big.png colour"][0] is None
 
 
 def test_load_image_shrinks_and_says_by_how_much(tmp_path, astronaut_bgr):

@@ -230,3 +230,36 @@ def test_output_into_a_closed_pipe_ends_quietly():
     r = subprocess.run(f"{sys.executable} -m mimika.cli models | head -c 1", shell=True,
                        capture_output=True, text=True, timeout=60)
     assert "Traceback" not in r.stderr and r.stdout
+
+
+def test_the_cnn_detector_looks_at_colour_and_haar_at_gray(astronaut_path, astronaut_bgr, tmp_path):
+    """The CNN finds more faces in colour (bench/detection.py), so recognition hands it the colour
+    image, from files and arrays alike; Haar and crop="whole" get gray; the crops the
+    model reads stay gray, so a colour photo and its gray copy give the same face."""
+    from mimika.detection import get_detector
+    seen = []
+
+    class Spy:
+        def __init__(self, name, color):
+            self.inner, self.takes_color = get_detector(name), color
+
+        def detect(self, image):
+            seen.append(image.shape)
+            return self.inner.detect(image)
+
+    assert get_detector("cnn").takes_color and not getattr(get_detector("haar"), "takes_color", False)
+    cnn = mimika.Recognizer(detector=Spy("cnn", True))
+    faces = cnn.get(astronaut_path)
+    cnn.get(astronaut_bgr, color="bgr")
+    list(cnn.get_files([astronaut_path]))
+    assert seen == [(512, 512, 3)] * 3 and len(faces) == 1
+    seen.clear()
+    gray_file = tmp_path / "gray.png"
+    cv2.imwrite(str(gray_file), cv2.cvtColor(astronaut_bgr, cv2.COLOR_BGR2GRAY))
+    in_gray = cnn.get(gray_file)
+    assert seen == [(512, 512)] and len(in_gray) == 1
+    assert in_gray[0].box == faces[0].box or max(abs(a - b) for a, b in zip(in_gray[0].box, faces[0].box)) <= 3
+    seen.clear()
+    mimika.Recognizer(detector=Spy("haar", False)).get(astronaut_path)
+    mimika.Recognizer(detector=Spy("cnn", True), crop="whole").get(astronaut_path)
+    assert seen == [(512, 512)]  # Haar; crop="whole" runs no detector

@@ -60,6 +60,7 @@ class _Serialized:
 
     def __init__(self, detector, lock: threading.Lock):
         self.detector, self.lock = detector, lock
+        self.takes_color = getattr(detector, "takes_color", False)
 
     def __call__(self, gray):
         with self.lock:
