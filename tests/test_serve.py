@@ -98,6 +98,8 @@ def test_options_choose_model_detector_tta(client, png):
     assert set(seed["scores"]) == set(mimika.load_predictor("seed").labels) != set(default["scores"])
     no_flip = post(client, png, filename="a.png", tta="none").json()["faces"][0]
     assert no_flip["box"] == default["box"] and no_flip["scores"] != default["scores"]
+    shifted = post(client, png, filename="a.png", tta="shift").json()["faces"][0]
+    assert shifted["box"] == default["box"] and shifted["scores"] not in (default["scores"], no_flip["scores"])
     again = post(client, png, filename="a.png").json()["faces"][0]  # the shared model was not changed
     assert again == default
     haar = next(name for name, d in PRESETS.items() if isinstance(d, HaarDetector))  # the locked kind
