@@ -9,7 +9,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from .labels import PRIORS, TTA_NAMES
+from .labels import PRIORS, TTA_NAMES, tta_mode
 from .errors import MimikaError
 
 TTA_HELP = ("test-time augmentation: the logits of several views of each face averaged (flip: the face and its "
@@ -273,7 +273,7 @@ def _apply_test_time(model, tta: str, prior: str = "model"):
     """The model with the command line's test-time choices over the model file's own; a prior it
     cannot give is one line before any work."""
     from .config import with_settings
-    changes = {**({"tta": "" if tta == "none" else tta} if tta != "model" else {}),
+    changes = {**({"tta": tta_mode(tta)} if tta != "model" else {}),
                **({"prior": prior} if prior != "model" else {})}
     try:
         return with_settings(model, **changes) if changes else model
@@ -522,7 +522,7 @@ def cmd_configure(args) -> int:
     if args.prior is not None:
         fields["prior"] = args.prior
     if args.tta is not None:
-        fields["tta"] = "" if args.tta == "none" else args.tta
+        fields["tta"] = tta_mode(args.tta)
     if args.margin is not None:
         fields["crop"] = replace(model.config.crop, margin=args.margin)
     if not fields:

@@ -14,12 +14,12 @@ import numpy as np
 
 from .crop import CropSpec
 from .errors import MimikaError
-from .labels import PRIORS, TTA_NAMES
+from .labels import PRIORS, TTA_NAMES, tta_mode
 
 DEFAULT_MODEL = "ferplus"
 MODEL_FORMAT = "mimika-model"  # the format tag of `.npz` model files and training checkpoints
 METADATA_KEY = "mimika_config"  # the ONNX metadata entry that holds the config (written by export.py)
-TTA_MODES = tuple("" if name == "none" else name for name in TTA_NAMES)  # as stored in a config
+TTA_MODES = tuple(tta_mode(name) for name in TTA_NAMES)  # as stored in a config
 TTA_SHIFT = 0.04  # "shift" moves the face by this share of the crop's width and height (2 pixels of 48)
 
 

@@ -161,8 +161,8 @@ def load_image(source: ImageLike, color: str = "rgb", max_side: int | None = MAX
     gray = to_gray(data, color, where=name)
     h, w = gray.shape
     gray, scale = _shrink(gray, w, h, max_side)
-    colored = _as_bgr(data, color, name) if keep_color and np.ndim(data) == 3 and np.shape(data)[2] > 1 else None
-    return LoadedImage(gray, scale, (w, h), name, color=_same_size(colored, gray))
+    colored = _color_copy(data, color, name, gray) if keep_color else None
+    return LoadedImage(gray, scale, (w, h), name, color=colored)
 
 
 def load_gray(source: ImageLike, color: str = "rgb") -> np.ndarray:
@@ -195,11 +195,15 @@ def _as_bgr(image: np.ndarray, order: str, where: str) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
-def _same_size(color: np.ndarray | None, gray: np.ndarray) -> np.ndarray | None:
-    """The colour copy shrunk to the gray image's size, as `_shrink` shrank that."""
-    if color is None or color.shape[:2] == gray.shape:
-        return color
-    return cv2.resize(color, (gray.shape[1], gray.shape[0]), interpolation=cv2.INTER_AREA)
+def _color_copy(image: np.ndarray | None, order: str, where: str, gray: np.ndarray) -> np.ndarray | None:
+    """The detector's BGR copy of a colour image, at the size `_shrink` gave its gray version;
+    None for a gray image (or none decoded)."""
+    if image is None or np.ndim(image) == 2 or np.shape(image)[2] == 1:
+        return None
+    bgr = _as_bgr(image, order, where)
+    if bgr.shape[:2] == gray.shape:
+        return bgr
+    return cv2.resize(bgr, (gray.shape[1], gray.shape[0]), interpolation=cv2.INTER_AREA)
 
 
 def read_image(source: str | os.PathLike | bytes) -> np.ndarray:
@@ -427,16 +431,14 @@ def _load_encoded(name: str, data: bytes, max_side: int | None, keep_color: bool
     if reduced:
         gray = _to_uint8(img[:, :, 0] if img.ndim == 3 else img, name)
         gray, scale = _shrink(gray, w, h, max_side)
-        if colored is not None and colored.ndim == 3:
-            colored = _same_size(_as_bgr(colored, "bgr", name), gray)
+        colored = _color_copy(colored, "bgr", name, gray)
     else:
         _check_pixels(name, img.shape[1], img.shape[0])  # in case the decoder disagrees with the header
         gray, scale = to_gray(img, "bgr", where=name), 1.0
         h, w = gray.shape
-        if keep_color and img.ndim == 3 and img.shape[2] > 1:
-            colored = _as_bgr(img, "bgr", name)
+        colored = _color_copy(img, "bgr", name, gray) if keep_color else None
     gray = _orient(gray, head.orientation)
-    colored = _orient(colored, head.orientation) if colored is not None and colored.ndim == 3 else None
+    colored = None if colored is None else _orient(colored, head.orientation)
     size = (h, w) if head.orientation >= 5 else (w, h)
     return LoadedImage(gray, scale, size, name, _notes(head), log.messages, color=colored)
 

@@ -13,6 +13,11 @@ PRIORS = ("training", "balanced")
 #: config.py, so that the command line's parser imports no NumPy.
 TTA_NAMES = ("none", "flip", "shift")
 
+
+def tta_mode(name: str) -> str:
+    """A test-time augmentation's stored form (`ModelConfig.tta`) from its name: "none" is ""."""
+    return "" if name == "none" else name
+
 #: CK+ emotion codes, as in the `Emotion/*_emotion.txt` files.
 CKPLUS_CODES: dict[int, str] = {
     0: "neutral",

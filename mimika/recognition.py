@@ -87,7 +87,7 @@ class Recognizer:
 
     def classify(self, gray: np.ndarray) -> list[Face]:
         """The faces of an 8-bit grayscale image."""
-        return self._classified(_Loaded(gray))
+        return self._classified(LoadedImage(gray, 1.0, (gray.shape[1], gray.shape[0]), "<array>"))
 
     def _classified(self, img) -> list[Face]:
         found, crops = self._detect_and_crop(img)
@@ -192,19 +192,6 @@ class Recognizer:
             result.faces = self._faces_of(found, probs[i:i + len(cs)], scale)
             i += len(cs)
             yield result
-
-
-@dataclass
-class _Loaded:
-    """A gray image given as it is (the fields of images.LoadedImage that recognition reads)."""
-
-    gray: np.ndarray
-    scale: float = 1.0
-    notes: tuple = ()
-
-    @property
-    def for_detector(self) -> np.ndarray:
-        return self.gray
 
 
 def _scaled(box: Box, scale: float) -> Box:

@@ -23,7 +23,7 @@ from ..config import DEFAULT_MODEL, Predictor, shipped_models, with_settings
 from ..detection import PRESETS, HaarDetector, get_detector, preset_name
 from ..errors import MimikaError
 from ..images import read_color
-from ..labels import PRIORS, TTA_NAMES
+from ..labels import PRIORS, TTA_NAMES, tta_mode
 from ..recognition import Recognizer
 from ..results import ImageResult
 from ..runtime import load_predictor
@@ -109,7 +109,7 @@ class Engine:
                 base = load_predictor(self.sources[name], threads=self.cpu_threads)
                 self._predictors[(name, "model", "model")] = base
             c = base.config
-            mode = (c.tta if tta == "model" else ("" if tta == "none" else tta), c.prior if prior == "model" else prior)
+            mode = (c.tta if tta == "model" else tta_mode(tta), c.prior if prior == "model" else prior)
             if mode == (c.tta, c.prior):
                 return base
             if (name, *mode) not in self._predictors:  # a prior the model cannot give: one clear error (400)
