@@ -1,0 +1,65 @@
+"""Is a candidate model better than the shipped one on validation data, beyond noise? (issue #11)
+
+    python scripts/compare_models.py CANDIDATE [--against ferplus] [--taus 0 0.2 0.4 0.6]
+        [--data ../shared/data/fer2013/fer2013new.csv]
+
+Both models read the same PublicTest faces with their own test-time views. For each tau (the
+logit adjustment of scripts/logit_adjustment.py: logits minus tau x log of each class's share of
+the Training faces; 0 is the training prior) it prints each model's accuracy and balanced accuracy,
+the faces only one of them gets right, and the exact two-sided McNemar p-value of that split: a
+candidate is better only where it wins at p < 0.05, so a gain of a few faces is not mistaken for
+one. reports/experiments.md records the decisions.
+"""
+
+import argparse
+from math import comb
+from pathlib import Path
+
+import numpy as np
+
+from mimika.calibration import class_prior, prediction_logits
+from mimika.datasets import load_dataset
+from mimika.evaluation import report
+from mimika.runtime import load_predictor
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def mcnemar_p(only_a: int, only_b: int) -> float:
+    """Exact two-sided McNemar test: how likely a split this uneven is if both models are equal."""
+    n, k = only_a + only_b, min(only_a, only_b)
+    return 1.0 if n == 0 else min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2 ** n)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("candidate")
+    ap.add_argument("--against", default="ferplus")
+    ap.add_argument("--data", default=str(SHARED / "fer2013" / "fer2013new.csv"))
+    ap.add_argument("--taus", type=float, nargs="+", default=[0, 0.2, 0.4, 0.6])
+    a = ap.parse_args()
+    models = [load_predictor(a.candidate), load_predictor(a.against)]
+    labels = models[0].labels
+    if models[1].labels != labels:
+        raise SystemExit(f"{a.candidate} and {a.against} answer different labels: nothing to compare")
+    data = load_dataset(a.data, models[0].config.crop).relabel(labels)
+    log_prior = np.log(class_prior(data.split("Training").y, len(labels)))
+    val = data.split("PublicTest")
+    logits = [prediction_logits(m, val.faces) for m in models]
+    print(f"PublicTest, {len(val)} faces: candidate {a.candidate} against {a.against}")
+    print("| tau | accuracy | balanced accuracy | faces only the candidate / only the other gets right | McNemar p |")
+    print("|---|---|---|---|---|")
+    for tau in a.taus:
+        right, reps = [], []
+        for z in logits:
+            pred = (z - tau * log_prior).argmax(1)
+            right.append(pred == val.y)
+            reps.append(report(val.y, pred, labels))
+        only_c, only_o = int((right[0] & ~right[1]).sum()), int((right[1] & ~right[0]).sum())
+        acc = " vs ".join(f"{r['accuracy']:.4f}" for r in reps)
+        bal = " vs ".join(f"{r['balanced_accuracy']:.4f}" for r in reps)
+        print(f"| {tau:g} | {acc} | {bal} | {only_c} / {only_o} | {mcnemar_p(only_c, only_o):.3f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
