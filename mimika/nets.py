@@ -21,7 +21,7 @@ class Architecture:
     build: Callable[[int], nn.Module]  # num_classes -> untrained network
     input_size: tuple[int, int]  # width, height of the grayscale input
     description: str
-    train_bf16: bool = False  # whether bf16 autocast trains it faster here (bench/train_speed.py)
+    train_bf16: bool = False  # whether bf16 autocast trains it faster even on a CPU without native bf16
 
 
 ARCHITECTURES: dict[str, Architecture] = {}

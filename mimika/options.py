@@ -27,7 +27,8 @@ class TrainOptions:
     seed: int = option(0, "random seed: initial weights, shuffling, augmentation, subject choice")
     channels_last: bool = option(True, "channels-last memory layout (faster on CPU for every network measured)")
     bf16: bool | None = option(None, "mixed precision while training: bf16 autocast (float16 with loss scaling on "
-                               "GPUs without bf16); default: on for CUDA, the architecture's measured choice on CPU")
+                               "GPUs without bf16); default: on for CUDA and CPUs with native bf16 (AVX512-BF16, AMX), "
+                               "elsewhere the architecture's measured choice")
     weight_decay: float = option(0.0, "L2 weight decay", low=0)
     label_smoothing: float = option(0.0, "label smoothing of the cross-entropy", low=0, high=0.99)
     schedule: str = option("constant", "learning-rate schedule (cosine needs --epochs)", choices=SCHEDULE_NAMES)

@@ -101,6 +101,17 @@ def test_killed_save_leaves_last_checkpoint_intact(tmp_path, two_class_set, monk
     assert [p.name for p in tmp_path.iterdir()] == ["run.ckpt.npz"]  # no temp file left
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_training_defaults_to_bf16_on_a_cpu_that_computes_in_it(monkeypatch, astronaut_face, native):
+    monkeypatch.setattr("mimika.training.cpu_has_native_bf16", lambda: native)
+    faces, codes = two_class_faces(astronaut_face, n=8)
+    data = faces_from_arrays(faces[:, None], codes, CropSpec(48, 48), crop="whole")
+    vgg = lambda: create_model("vgg48", labels=data.labels)  # noqa: E731 (marked float32-first)
+    assert Trainer(vgg(), data, log=quiet).amp == (torch.bfloat16 if native else None)
+    assert Trainer(vgg(), data, options=TrainOptions(bf16=False), log=quiet).amp is None
+    assert Trainer(vgg(), data, options=TrainOptions(bf16=True), log=quiet).amp == torch.bfloat16
+
+
 def test_resume_refuses_other_data_or_settings(tmp_path, two_class_set):
     ckpt = tmp_path / "c.npz"
     m = create_model("seed", labels=two_class_set.labels)
