@@ -106,7 +106,7 @@ def test_training_defaults_to_bf16_on_a_cpu_that_computes_in_it(monkeypatch, ast
     monkeypatch.setattr("mimika.training.cpu_has_native_bf16", lambda: native)
     faces, codes = two_class_faces(astronaut_face, n=8)
     data = faces_from_arrays(faces[:, None], codes, CropSpec(48, 48), crop="whole")
-    vgg = lambda: create_model("vgg48", labels=data.labels)  # noqa: E731 (marked float32-first)
+    vgg = lambda: create_model("vgg48", labels=data.labels)  # noqa: E731 (not marked train_bf16)
     assert Trainer(vgg(), data, log=quiet).amp == (torch.bfloat16 if native else None)
     assert Trainer(vgg(), data, options=TrainOptions(bf16=False), log=quiet).amp is None
     assert Trainer(vgg(), data, options=TrainOptions(bf16=True), log=quiet).amp == torch.bfloat16
