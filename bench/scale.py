@@ -45,9 +45,9 @@ MIMIKA = [sys.executable, "-m", "mimika"]
 
 
 def astronaut_face() -> np.ndarray:
-    from mimika.detection import HaarDetector
+    from mimika.detection import detect_faces  # the default (CNN) detector: no Haar cascade needed
     gray = cv2.cvtColor(cv2.imread(str(SAMPLE)), cv2.COLOR_BGR2GRAY)
-    (x, y, w, h), = HaarDetector()(gray)
+    (x, y, w, h), = detect_faces(gray)
     m = w // 6
     return cv2.resize(gray[y - m:y + h + m, x - m:x + w + m], (128, 128), interpolation=cv2.INTER_AREA)
 

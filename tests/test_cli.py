@@ -206,3 +206,22 @@ def test_captions_scale_with_the_photo_and_stay_off_the_box_line(shape):
         assert bottom <= line[0] or top >= line[1]  # never over the box's line
         assert 0 <= left and right <= W and 0 <= top and bottom <= H
         assert (bottom - top) >= 0.02 * min(H, W) or (bottom - top) >= 14  # readable: grows with the photo
+
+
+def test_faces_taken_whole_need_no_haar_cascade(astronaut_face, tmp_path, monkeypatch, capsys):
+    """OpenCV 5 ships no Haar cascades: training and evaluating on pre-cropped faces must not ask
+    for one (only cropping by the dataset detector does)."""
+    import mimika.haar
+    for name, face in [("happiness", astronaut_face), ("surprise", astronaut_face[::-1])]:
+        (tmp_path / "d" / name).mkdir(parents=True)
+        for i in range(4):
+            cv2.imwrite(str(tmp_path / "d" / name / f"s{i}_{name}.png"), np.roll(face, 3 * i, axis=1))
+    monkeypatch.setattr(mimika.haar, "haar_cascade_path", lambda *a: str(tmp_path / "no-opencv-cascades.xml"))
+    mimika.haar._cascade.cache_clear()
+    data, model = str(tmp_path / "d"), str(tmp_path / "m.npz")
+    assert main(["train", "--data", data, "--crop", "whole", "--epochs", "1", "--out", model]) == 0
+    assert main(["evaluate", "--model", model, "--data", data, "--crop", "whole"]) == 0
+    assert "faces 8" in capsys.readouterr().out
+    assert main(["evaluate", "--model", model, "--data", data, "--crop", "detect"]) == 2
+    assert "no-opencv-cascades.xml: no such cascade file" in capsys.readouterr().err
+    mimika.haar._cascade.cache_clear()
