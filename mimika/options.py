@@ -44,6 +44,12 @@ class TrainOptions:
     ema: float = option(0.0, "decay of an exponential moving average of the weights, updated after every step "
                         "(timm's model EMA, e.g. 0.999: an average over about 1/(1-decay) steps): validation "
                         "scores the average and the run saves it. 0: the last step's weights", low=0, high=0.99999)
+    teacher: str = option("", "distil from trained models (model files, comma-separated, with the student's "
+                          "labels and input): the targets become (1 - w) x the labels + w x the teachers' average "
+                          "probabilities on the same augmented faces (knowledge distillation, Hinton et al. 2015)",
+                          metavar="MODEL[,MODEL...]")
+    teacher_weight: float = option(0.5, "the weight w of the teachers' probabilities in the targets "
+                                   "(with --teacher)", low=0, high=1)
     keep_best: bool = option(False, "end with the weights of the epoch with the best validation accuracy",
                              fixed=False)
     device: str = option("auto", "where to train: cuda (this process's GPU), cpu, or auto (cuda when PyTorch "

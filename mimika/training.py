@@ -107,6 +107,26 @@ def logit_offset(data: FaceSet, options: TrainOptions) -> torch.Tensor | None:
     return torch.from_numpy((options.logit_adjust * np.log(class_shares(counts))).astype(np.float32))
 
 
+def load_teachers(options: TrainOptions, student: Model, device) -> list[nn.Module]:
+    """The networks of --teacher, frozen, in eval mode on the training device; each must answer
+    with the student's labels from the student's input, or one line says what differs."""
+    nets = []
+    for path in [p.strip() for p in options.teacher.split(",") if p.strip()]:
+        teacher = Model.load(path)
+        t, s = teacher.config, student.config
+        if t.labels != s.labels:
+            raise MimikaError(f"{path}: a teacher needs the student's labels ({', '.join(s.labels)}); "
+                              f"it has {', '.join(t.labels)}")
+        if (t.crop, t.mean, t.std) != (s.crop, s.mean, s.std):
+            raise MimikaError(f"{path}: a teacher needs the student's input ({s.crop.width}x{s.crop.height} faces, "
+                              f"margin {s.crop.margin}, mean {s.mean}, std {s.std}); it takes {t.crop.width}x"
+                              f"{t.crop.height}, margin {t.crop.margin}, mean {t.mean}, std {t.std}")
+        net = teacher.net.to(device).eval()
+        net.requires_grad_(False)
+        nets.append(net)
+    return nets
+
+
 class Trainer:
     """One training run; `run()` trains, checkpointing after each epoch when asked."""
 
@@ -151,6 +171,10 @@ class Trainer:
         if self.logit_offset is not None:
             self.logit_offset = self.logit_offset.to(world.device)  # once, not in every step
         self.ddp = None  # DistributedDataParallel around the network while run() runs, on several processes
+        self.teachers = load_teachers(o, model, world.device)
+        if self.teachers and o.channels_last:
+            for net in self.teachers:
+                net.to(memory_format=torch.channels_last)
 
     @property
     def history(self) -> list[EpochStats]:
@@ -227,8 +251,11 @@ class Trainer:
             x = self.model.to_input(data.faces[mine])
             if o.augment:
                 x = augment(x, photometric=o.photometric)  # on the CPU, from its checkpointed generator
+            x = _layout(x.to(w.device), o.channels_last)
+            if self.teachers:
+                y = self.distilled(x, y, use_soft)
             with _autocast(w.device, self.amp):
-                logits = net(_layout(x.to(w.device), o.channels_last)).float()
+                logits = net(x).float()
             if self.logit_offset is not None:
                 logits = logits + self.logit_offset
             loss = loss_fn(logits, y)
@@ -249,6 +276,14 @@ class Trainer:
         if w.size > 1:
             total, = distributed.all_sum([total], w)
         return total / len(data)
+
+    def distilled(self, x: torch.Tensor, y: torch.Tensor, soft: bool) -> torch.Tensor:
+        """The targets of a batch with the teachers' answers on the same faces mixed in:
+        (1 - w) x the labels (class indices or vote distributions) + w x the teachers' average."""
+        with torch.no_grad(), _autocast(self.world.device, self.amp):
+            p = torch.stack([torch.softmax(t(x).float(), dim=1) for t in self.teachers]).mean(dim=0)
+        labels = y.float() if soft else nn.functional.one_hot(y, p.shape[1]).float()
+        return (1 - self.options.teacher_weight) * labels + self.options.teacher_weight * p
 
     def scored(self) -> Model:
         """The weights validation scores and the run saves: the moving average under --ema."""

@@ -53,11 +53,25 @@ def weights(model):
     return {k: v.detach().clone() for k, v in model.net.state_dict().items()}
 
 
+def one_answer_teacher(path, labels, answer: str):
+    """A saved `seed` model that gives `answer` a probability near 1 whatever the face."""
+    teacher = create_model("seed", labels=labels, seed=0)
+    last = [m for m in teacher.net.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([8.0 if n == answer else 0.0 for n in labels]))
+    teacher.save(path)
+    return str(path)
+
+
 @pytest.mark.parametrize("bf16, extra", [(True, {}), (False, dict(augment=True, schedule="cosine",
                                                                   warmup_epochs=1, weight_decay=1e-4,
                                                                   label_smoothing=0.1, keep_best=True,
-                                                                  ema=0.9))])
+                                                                  ema=0.9)),
+                                         (False, dict(augment=True, teacher="TEACHER", teacher_weight=0.5))])
 def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path, two_class_set, bf16, extra):
+    if extra.get("teacher"):
+        extra = dict(extra, teacher=one_answer_teacher(tmp_path / "t.npz", two_class_set.labels, "surprise"))
     opts = dict(batch_size=8, lr=0.01, seed=3, bf16=bf16, **extra)
     val = two_class_set.subset(range(0, 48, 5)) if extra else None
     full = create_model("seed", labels=two_class_set.labels, seed=3)
@@ -82,6 +96,31 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path, two_cl
     assert [h.epoch for h in hist] == [1, 2, 3, 4]
     a, b = weights(full), weights(second)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_distillation_learns_the_teachers_answers(tmp_path, two_class_set):
+    teacher = one_answer_teacher(tmp_path / "t.npz", two_class_set.labels, "surprise")
+    happy = two_class_set.subset(np.flatnonzero(two_class_set.y == two_class_set.labels.index("happiness")))
+    surprise = two_class_set.labels.index("surprise")
+    p_surprise = {}
+    for w in (0.0, 1.0):
+        model = create_model("seed", labels=two_class_set.labels, seed=0)
+        mimika.train(model, two_class_set, options=TrainOptions(epochs=4, batch_size=8, teacher=teacher,
+                                                                teacher_weight=w), log=quiet)
+        p_surprise[w] = model.predict_proba(happy.faces)[:, surprise].mean()
+    assert p_surprise[0.0] < 0.3  # the labels alone: happy faces are happy
+    assert p_surprise[1.0] > 0.9  # the teacher alone: everything is surprise
+
+
+def test_a_teacher_must_fit_the_student(tmp_path, two_class_set):
+    other_labels = one_answer_teacher(tmp_path / "a.npz", ["anger", "happiness", "surprise"], "anger")
+    smaller = create_model("vgg48", labels=two_class_set.labels)
+    smaller.save(tmp_path / "b.npz")
+    for path, problem in [(other_labels, "a teacher needs the student's labels"),
+                          (str(tmp_path / "b.npz"), "a teacher needs the student's input .96x96 faces")]:
+        with pytest.raises(MimikaError, match=problem):
+            mimika.train(create_model("seed", labels=two_class_set.labels), two_class_set,
+                         options=TrainOptions(epochs=1, teacher=path), log=quiet)
 
 
 def test_killed_save_leaves_last_checkpoint_intact(tmp_path, two_class_set, monkeypatch):
