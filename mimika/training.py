@@ -108,8 +108,9 @@ def logit_offset(data: FaceSet, options: TrainOptions) -> torch.Tensor | None:
 
 
 def load_teachers(options: TrainOptions, student: Model, device) -> list[nn.Module]:
-    """The networks of --teacher, frozen, in eval mode on the training device; each must answer
-    with the student's labels from the student's input, or one line says what differs."""
+    """The networks of --teacher, frozen, in eval mode on the training device (in the student's
+    memory layout); each must answer with the student's labels from the student's input, or one
+    line says what differs."""
     nets = []
     for path in [p.strip() for p in options.teacher.split(",") if p.strip()]:
         teacher = Model.load(path)
@@ -123,7 +124,7 @@ def load_teachers(options: TrainOptions, student: Model, device) -> list[nn.Modu
                               f"{t.crop.height}, margin {t.crop.margin}, mean {t.mean}, std {t.std}")
         net = teacher.net.to(device).eval()
         net.requires_grad_(False)
-        nets.append(net)
+        nets.append(net.to(memory_format=torch.channels_last) if options.channels_last else net)
     return nets
 
 
@@ -172,9 +173,6 @@ class Trainer:
             self.logit_offset = self.logit_offset.to(world.device)  # once, not in every step
         self.ddp = None  # DistributedDataParallel around the network while run() runs, on several processes
         self.teachers = load_teachers(o, model, world.device)
-        if self.teachers and o.channels_last:
-            for net in self.teachers:
-                net.to(memory_format=torch.channels_last)
 
     @property
     def history(self) -> list[EpochStats]:
