@@ -332,10 +332,8 @@ def cmd_predict(args) -> int:
 def _load_data(args, spec):
     from .datasets import load_dataset
     from .distributed import rank_zero_first
-    from .detection import get_detector
-    # faces taken whole need no detector (nor OpenCV's Haar cascades, which OpenCV 5 no longer ships)
-    wanted = getattr(args, "detector", None) and args.crop != "whole"
-    detector = get_detector(args.detector) if wanted else None
+    from .detection import PRESETS
+    detector = PRESETS[args.detector] if getattr(args, "detector", None) else None  # loaded when a set detects
     with rank_zero_first():  # under torchrun: rank 0 fills the cache, the others read it
         data = load_dataset(args.data, spec, crop=args.crop, labeldir=args.labels, detector=detector, log=_log,
                             with_neutral=getattr(args, "with_neutral", False))

@@ -46,7 +46,11 @@ def get_detector(name: str = DEFAULT_DETECTOR, **overrides) -> CnnDetector | Haa
     if foreign:
         raise MimikaError(f"{', '.join(foreign)}: not a setting of the {name} detector "
                           f"({'Haar presets only' if isinstance(preset, CnnDetector) else 'CNN presets only'})")
-    detector = replace(preset, **given)
+    return loaded(replace(preset, **given))
+
+
+def loaded(detector: CnnDetector | HaarDetector) -> CnnDetector | HaarDetector:
+    """The detector with its weights or cascade loaded now, so a bad setting fails here, not on every image."""
     return check_weights(detector) if isinstance(detector, CnnDetector) else check_cascade(detector)
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mimika.config import probabilities
 from mimika.datasets import load_dataset
 from mimika.detection import get_detector
 from mimika.evaluation import among, report
@@ -62,24 +63,34 @@ def cell(values) -> str:
     return "{:.4f} / {:.4f} / {:.3f}".format(*values)
 
 
-def validation(model, val, source, sizes, pseudo, sets) -> None:
-    probs = model.predict_proba(val.faces)  # under the training prior: what adaptation starts from
-    present = np.isin(np.arange(len(model.labels)), val.y)
+def header(first: list[str], columns: list[str]) -> str:
+    names = first + columns
+    return "| " + " | ".join(names) + " |\n|" + "---|" * len(names)
+
+
+def shifted_sets(y: np.ndarray, source: np.ndarray, sizes: list[int], sets: int):
+    """(proportions, size, index arrays of `sets` sets drawn from the faces with classes `y`), for
+    sets in the Training proportions, every class equally common, and flat-Dirichlet proportions."""
+    present = np.isin(np.arange(len(source)), y)
     rng = np.random.default_rng(0)
-    kinds = {"training": lambda: source * present,
-             "equal": lambda: present * 1.0,
+    kinds = {"training": lambda: source * present, "equal": lambda: present * 1.0,
              "Dirichlet": lambda: rng.dirichlet(np.ones(len(source))) * present}
-    print("| proportions | faces | plain | " + " | ".join(f"adapted, {p:g} pseudo-faces" for p in pseudo)
-          + " |\n|---|---|---|" + "---|" * len(pseudo))
     for kind, shares_of in kinds.items():
         for size in sizes:
-            runs = []
-            for _ in range(sets):
-                shares = shares_of()
-                idx = draw(val.y, shares / shares.sum(), size, rng)
-                runs.append([figures(val.y[idx], q, model.labels)
-                             for q in [probs[idx]] + [adapt(probs[idx], source, p) for p in pseudo]])
-            print(f"| {kind} | {size} | " + " | ".join(cell(v) for v in np.mean(runs, axis=0)) + " |", flush=True)
+            yield kind, size, [draw(y, (shares := shares_of()) / shares.sum(), size, rng) for _ in range(sets)]
+
+
+def mean_row(kind: str, size: int, runs: list) -> str:
+    return f"| {kind} | {size} | " + " | ".join(cell(v) for v in np.mean(runs, axis=0)) + " |"
+
+
+def validation(model, val, source, sizes, pseudo, sets) -> None:
+    probs = model.predict_proba(val.faces)  # under the training prior: what adaptation starts from
+    print(header(["proportions", "faces", "plain"], [f"adapted, {p:g} pseudo-faces" for p in pseudo]))
+    for kind, size, draws in shifted_sets(val.y, source, sizes, sets):
+        runs = [[figures(val.y[i], q, model.labels) for q in [probs[i]] + [adapt(probs[i], source, p) for p in pseudo]]
+                for i in draws]
+        print(mean_row(kind, size, runs), flush=True)
 
 
 def after(model, data, source, pseudo) -> None:
@@ -88,8 +99,7 @@ def after(model, data, source, pseudo) -> None:
     ck = ck.known_to(model.labels)[0].relabel(model.labels)  # FER2013 models: CK+ without contempt
     sets = [("PrivateTest (in domain)", data.split("PrivateTest"), False),
             ("CK+ peaks, neutral counted wrong", ck, False), ("CK+ peaks, answers among their classes", ck, True)]
-    print("| tested on | n | plain | " + " | ".join(f"adapted, {p:g} pseudo-faces" for p in pseudo)
-          + " |\n|---|---|---|" + "---|" * len(pseudo))
+    print(header(["tested on", "n", "plain"], [f"adapted, {p:g} pseudo-faces" for p in pseudo]))
     for name, s, restrict in sets:
         probs = model.predict_proba(s.faces)
         row = [probs] + [adapt(probs, source, p) for p in pseudo]
@@ -100,7 +110,8 @@ def after(model, data, source, pseudo) -> None:
 
 def fit_scaling(z: np.ndarray, y: np.ndarray, n_classes: int, biases: bool) -> tuple[float, np.ndarray]:
     """(a, b) minimising the NLL of softmax(a z + b): temperature scaling (a = 1/T, b = 0), or with
-    `biases` also a bias per class (bias-corrected temperature scaling, Alexandari et al. 2020)."""
+    `biases` also a bias per class (bias-corrected temperature scaling, Alexandari et al. 2020); both
+    fitted the same way, so they compare like for like."""
     import torch
     zt, yt = torch.tensor(z, dtype=torch.float64), torch.tensor(y, dtype=torch.long)
     a = torch.ones(1, dtype=torch.float64, requires_grad=True)
@@ -117,11 +128,6 @@ def fit_scaling(z: np.ndarray, y: np.ndarray, n_classes: int, biases: bool) -> t
     return float(a.detach()), b.detach().numpy()
 
 
-def softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def bias_corrected_check(model, val, source, sizes, sets) -> None:
     """L3b: temperature scaling alone against bias-corrected temperature scaling, each fitted on one
     half of PublicTest (seed 0) and tested on the other, plain and adapted (maximum likelihood)."""
@@ -130,24 +136,15 @@ def bias_corrected_check(model, val, source, sizes, sets) -> None:
     scaled = {}
     for name, biases in [("temperature", False), ("bias-corrected", True)]:
         a, b = fit_scaling(z[fit], val.y[fit], len(model.labels), biases)
-        scaled[name] = softmax(a * z[~fit] + b)
+        scaled[name] = probabilities(z[~fit], 1 / a, b / a)  # softmax(a z + b)
         print(f"{name}: a {a:.4f}, biases " + " ".join(f"{v:+.2f}" for v in b))
     y = val.y[~fit]
-    present = np.isin(np.arange(len(model.labels)), y)
-    rng = np.random.default_rng(0)
-    kinds = {"training": lambda: source * present, "equal": lambda: present * 1.0,
-             "Dirichlet": lambda: rng.dirichlet(np.ones(len(source))) * present}
-    print("| proportions | faces | temperature, plain | temperature, adapted | bias-corrected, plain | "
-          "bias-corrected, adapted |\n|---|---|---|---|---|---|")
-    for kind, shares_of in kinds.items():
-        for size in sizes:
-            runs = []
-            for _ in range(sets):
-                shares = shares_of()
-                idx = draw(y, shares / shares.sum(), size, rng)
-                runs.append([figures(y[idx], q, model.labels) for p in scaled.values()
-                             for q in (p[idx], adapt(p[idx], source))])
-            print(f"| {kind} | {size} | " + " | ".join(cell(v) for v in np.mean(runs, axis=0)) + " |", flush=True)
+    print(header(["proportions", "faces"], ["temperature, plain", "temperature, adapted", "bias-corrected, plain",
+                                            "bias-corrected, adapted"]))
+    for kind, size, draws in shifted_sets(y, source, sizes, sets):
+        runs = [[figures(y[i], q, model.labels) for p in scaled.values() for q in (p[i], adapt(p[i], source))]
+                for i in draws]
+        print(mean_row(kind, size, runs), flush=True)
 
 
 def main() -> None:

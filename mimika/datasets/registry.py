@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..crop import CropSpec
+from ..detection import loaded
 from ..errors import MimikaError
 from .cache import cached, files_signature
 from .ckplus import is_ckplus_root, load_ckplus
@@ -80,7 +81,9 @@ def load_dataset(path: str | os.PathLike, spec: CropSpec, crop: str = "auto",
     detector = dataset_detector(detector)
 
     def build() -> FaceSet:
-        data = layout.load(p, spec, mode, detector, labels, **({"with_neutral": True} if with_neutral else {}))
+        # loaded only to detect: faces taken whole need no detector (nor OpenCV 5, which ships no cascades)
+        used = loaded(detector) if mode == "detect" else detector
+        data = layout.load(p, spec, mode, used, labels, **({"with_neutral": True} if with_neutral else {}))
         data.detector = detector_name(detector) if mode == "detect" else ""
         return data
     if not use_cache:
