@@ -78,8 +78,13 @@ def _parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, description=help, formatter_class=_Help,
                               epilog="examples:\n" + "\n".join(f"  {e}" for e in examples), **kw)
 
-    def data_args(p, crop_default="auto"):
-        p.add_argument("--data", required=True, help="fer2013.csv(.gz), fer2013new.csv, a CK+ folder or class folders")
+    def data_args(p, crop_default="auto", several=False):
+        if several:
+            p.add_argument("--data", required=True, action="append", help="fer2013.csv(.gz), fer2013new.csv, a CK+ "
+                           "folder or class folders; repeat it to train on several sets at once, each split by its "
+                           "own protocol (FER by Usage, others by --val-subjects)")
+        else:
+            p.add_argument("--data", required=True, help="fer2013.csv(.gz), fer2013new.csv, a CK+ folder or class folders")
         p.add_argument("--labels", help="CK+ Emotion tree, when --data is the image tree alone")
         p.add_argument("--crop", choices=["auto", "detect", "whole"], default=crop_default,
                        help="find the face in each image, or take the whole image (auto: detect on CK+ frames)")
@@ -132,8 +137,11 @@ def _parser() -> argparse.ArgumentParser:
     t = command("train", "train a model on a labelled face set",
                 ["mimika train --data ../shared/data/ckplus --val-subjects 0.2 --out model.npz --checkpoint run.ckpt.npz",
                  "mimika train --data ../shared/data/ckplus --val-subjects 0.2 --out model.npz --resume run.ckpt.npz",
-                 "mimika train --data fer2013new.csv --arch vgg48 --epochs 40 --soft-labels --augment --out fer.npz"])
-    data_args(t)
+                 "mimika train --data fer2013new.csv --arch vgg48 --epochs 40 --soft-labels --augment --out fer.npz",
+                 "mimika train --data fer2013new.csv --data ../shared/data/ckplus --with-neutral --detector cnn "
+                 "--val-subjects 0.2 --init ferplus.npz --epochs 6 --soft-labels --augment --out joint.npz"])
+    data_args(t, several=True)
+    t.add_argument("--with-neutral", action="store_true", help="CK+ sets: add each sequence's first frame as neutral")
     t.add_argument("--arch", default="seed", help="architecture (seed: the original CNN; vgg48, vgg48w)")
     t.add_argument("--init", help="start from this trained model instead of an untrained network")
     t.add_argument("--margin", type=MARGIN, default=0.0, help="crop margin around face boxes, a fraction of the box side")
@@ -175,6 +183,8 @@ def _parser() -> argparse.ArgumentParser:
     data_args(e)
     e.add_argument("--split", default="all", help="all; heldout (the subjects the model's training held out); or "
                    "a dataset split: Training, PublicTest, PrivateTest")
+    e.add_argument("--held-out-by", metavar="MODEL", help="with --split heldout: the subjects this other model's "
+                   "training held out (a baseline scored on the same people as a model trained with them)")
     e.add_argument("--json", action="store_true", help="print the report as JSON")
     e.add_argument("--confusion", metavar="PNG", help="write the confusion matrix as a PNG (needs matplotlib)")
     e.add_argument("--with-neutral", action="store_true", help="CK+: add each sequence's first frame as neutral "
@@ -329,28 +339,33 @@ def cmd_predict(args) -> int:
     return 1 if sources and len(failed) >= len(sources) else 0
 
 
-def _load_data(args, spec):
-    from .datasets import load_dataset
+def _load_data(args, spec, path=None):
+    """The set at `path` (default: the one --data), prepared for the crop `spec`, its skipped files logged."""
+    from .datasets import LAYOUTS, load_dataset
     from .distributed import rank_zero_first
     from .detection import PRESETS
     detector = PRESETS[args.detector] if getattr(args, "detector", None) else None  # loaded when a set detects
+    path = args.data if path is None else path
+    with_neutral = getattr(args, "with_neutral", False)
+    if with_neutral and isinstance(args.data, list) and len(args.data) > 1:  # joint training: CK+ sets only
+        with_neutral = next(x for x in LAYOUTS if x.probe(Path(path), None)).name == "ckplus"
     with rank_zero_first():  # under torchrun: rank 0 fills the cache, the others read it
-        data = load_dataset(args.data, spec, crop=args.crop, labeldir=args.labels, detector=detector, log=_log,
-                            with_neutral=getattr(args, "with_neutral", False))
+        data = load_dataset(path, spec, crop=args.crop, labeldir=args.labels, detector=detector, log=_log,
+                            with_neutral=with_neutral)
     for line in [f"skipped {s}" for s in data.skipped] + data.notes:
         _log(line)
     return data
 
 
-def _summary(args, data) -> str:
+def _summary(path, data) -> str:
     subjects = len(set(data.subjects.tolist()) - {""}) or "unknown"
     counts = ", ".join(f"{k} {v}" for k, v in data.class_counts().items())
-    return f"{args.data}: {len(data)} faces, {subjects} subjects; {counts}"
+    return f"{path}: {len(data)} faces, {subjects} subjects; {counts}"
 
 
 def cmd_train(args) -> int:
     from .api import train
-    from .datasets import train_val_split
+    from .datasets import joint_split
     from .distributed import is_writer
     from .fileio import check_writable
     from .model import Model
@@ -362,13 +377,17 @@ def cmd_train(args) -> int:
     if args.resume and not Path(args.resume).is_file() and is_writer():  # rank 0 reads it for all
         raise MimikaError(f"{args.resume}: no such training checkpoint (nothing to resume)")
     model = Model.load(args.init) if args.init else Model.create(args.arch, margin=args.margin, seed=args.seed)
-    data = _load_data(args, model.config.crop)
-    model.with_labels(data.labels)  # the data's classes (a trained --init keeps the rows of shared ones)
-    _log(_summary(args, data))
-    split = train_val_split(data, args.val_subjects, args.seed)
+    if args.labels and len(args.data) > 1:
+        raise MimikaError("--labels names the Emotion tree of one CK+ image tree; to train on several sets, "
+                          "give each CK+ set as its release folder")
+    sets = [_load_data(args, model.config.crop, path) for path in args.data]
+    for path, data in zip(args.data, sets):
+        _log(_summary(path, data))
+    split = joint_split(sets, args.val_subjects, args.seed)
+    model.with_labels(split.train.labels)  # the data's classes (a trained --init keeps the rows of shared ones)
     _log(split.description)
-    model.config.info.update(data=str(args.data), command="mimika " + " ".join(map(shlex.quote, sys.argv[1:])),
-                             split=split.info)
+    model.config.info.update(data=", ".join(map(str, args.data)), split=split.info,
+                             command="mimika " + " ".join(map(shlex.quote, sys.argv[1:])))
     train(model, split.train, split.val, _train_options(args), out=out, checkpoint=args.checkpoint or args.resume,
           resume=args.resume, log=print)
     return 0
@@ -413,7 +432,7 @@ def cmd_finetune(args) -> int:
     data = load_class_folders(args.data, model.config.crop, crop=args.crop)
     for s in data.skipped:
         _log(f"skipped {s}")
-    _log(_summary(args, data))
+    _log(_summary(args.data, data))
     fine_tune(model, data, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
               out=args.out, log=print, device=args.device)
     print(f"saved {args.out}")
@@ -432,7 +451,11 @@ def cmd_evaluate(args) -> int:
     set_quiet(args.json)
     model = load_predictor(args.model, device=args.device)
     model = _apply_test_time(model, args.tta, args.prior)
-    data = evaluation_set(_load_data(args, model.config.crop), args.split, model.config.info, str(args.model))
+    if args.held_out_by and args.split != "heldout":
+        raise MimikaError("--held-out-by goes with --split heldout")
+    owner = load_predictor(args.held_out_by) if args.held_out_by else model
+    data = evaluation_set(_load_data(args, model.config.crop), args.split, owner.config.info,
+                          str(args.held_out_by or args.model))
     if args.known_classes:
         data, left_out = data.known_to(model.labels)
         if left_out:

@@ -161,6 +161,46 @@ def test_train_on_fer_csv_follows_the_protocol(fer_dir, tmp_path, capsys, monkey
     assert json.loads(capsys.readouterr().out)["n"] == 2
 
 
+def test_joint_training_splits_each_set_by_its_own_protocol(fer_dir, ckplus_tree, tmp_path, capsys, monkeypatch):
+    """Several --data: FER+ trains on Training and validates on PublicTest, CK+ holds out subjects; the
+    model knows the union of their classes and records both rules, so each set's held-out faces are
+    found again and none of them trained."""
+    monkeypatch.setenv("MIMIKA_CACHE", str(tmp_path / "cache"))
+    from mimika import Model
+    from mimika.datasets import joint_split, training_faces
+    ferplus, spec = fer_dir / "fer2013new.csv", CropSpec(48, 48)
+    out = tmp_path / "joint.npz"
+    assert main(["train", "--data", str(ferplus), "--data", str(ckplus_tree), "--with-neutral", "--arch", "vgg48",
+                 "--val-subjects", "0.25", "--epochs", "1", "--soft-labels", "--out", str(out)]) == 0
+    fer, ck = load_dataset(ferplus, spec), load_dataset(ckplus_tree, spec, with_neutral=True)
+    assert "neutral" in ck.class_counts() and fer.splits is not None and ck.splits is None
+    model = Model.load(out)
+    split = model.config.info["split"]
+    held = split["val_subjects"]
+    assert split["train"] == "Training" and len(held) == 1 and held[0] in set(ck.subjects)
+    n_ck_train = int(np.sum(~np.isin(ck.subjects, held)))
+    err = capsys.readouterr().err
+    assert f"jointly: {len(fer.split('Training')) + n_ck_train} training faces" in err
+    assert model.labels == ["neutral", "anger", "contempt", "disgust", "fear", "happiness", "sadness", "surprise"]
+    assert len(training_faces(fer, model.config.info)) == len(fer.split("Training"))
+    assert len(training_faces(ck, model.config.info)) == n_ck_train
+    direct = joint_split([fer, ck], 0.25, 0)
+    assert len(direct.val) == len(fer.split("PublicTest")) + len(ck) - n_ck_train
+    assert direct.val.labels == direct.train.labels and direct.train.soft.shape == (len(direct.train), 8)
+    assert main(["evaluate", "--model", str(out), "--data", str(ckplus_tree), "--with-neutral", "--split", "heldout",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == len(ck) - n_ck_train
+    (tmp_path / "baseline.npz").write_bytes((tmp_path / "joint.npz").read_bytes())  # stands for a model without CK+
+    from mimika.export import update_model_config
+    update_model_config(tmp_path / "baseline.npz", info={})
+    assert main(["evaluate", "--model", str(tmp_path / "baseline.npz"), "--data", str(ckplus_tree), "--with-neutral",
+                 "--split", "heldout", "--held-out-by", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == len(ck) - n_ck_train
+    assert main(["train", "--data", str(ferplus), "--data", str(ckplus_tree / "cohn-kanade-images"),
+                 "--labels", str(ckplus_tree / "Emotion"), "--out", str(out)]) == 2
+    assert "--labels names the Emotion tree of one CK+ image tree" in capsys.readouterr().err
+
+
 def test_train_from_a_model_with_other_classes(fer_dir, tmp_path, capsys, monkeypatch):
     """--init: the data's classes become the model's (rows of shared classes kept)."""
     monkeypatch.setenv("MIMIKA_CACHE", str(tmp_path / "cache"))

@@ -8,11 +8,11 @@
     cache.py     prepared faces cached on disk
 """
 
-from .faceset import FaceSet, held_out_subjects
+from .faceset import FaceSet, held_out_subjects, joined
 from .ckplus import load_ckplus
 from .folders import faces_from_arrays, load_class_folders
-from .protocols import Split, evaluation_set, train_val_split, training_faces
+from .protocols import Split, evaluation_set, joint_split, train_val_split, training_faces
 from .registry import LAYOUTS, load_dataset
 
 __all__ = ["FaceSet", "LAYOUTS", "Split", "evaluation_set", "faces_from_arrays", "held_out_subjects",
-           "load_ckplus", "load_class_folders", "load_dataset", "train_val_split", "training_faces"]
+           "joined", "joint_split", "load_ckplus", "load_class_folders", "load_dataset", "train_val_split", "training_faces"]

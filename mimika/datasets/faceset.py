@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import MimikaError
+from ..labels import in_code_order
 
 #: spellings of a dataset's own split names (FER2013's Usage column) -> the canonical name
 SPLIT_NAMES = {"training": "Training", "train": "Training", "publictest": "PublicTest", "val": "PublicTest",
@@ -93,6 +94,32 @@ class FaceSet:
     def with_subjects(self, subjects: list[str], keep: bool = True) -> "FaceSet":
         mask = np.isin(self.subjects, np.asarray(subjects, dtype=str))
         return self.subset(np.flatnonzero(mask if keep else ~mask))
+
+
+def joined(sets: list[FaceSet]) -> FaceSet:
+    """One set of several (joint training on FER+ and CK+, or a public set and your own faces): the
+    union of their classes in code order; a set without vote distributions gets its labels as one-hot
+    targets where another has votes. Each set keeps its faces' subjects and splits."""
+    if len(sets) == 1:
+        return sets[0]
+    shapes = {s.faces.shape[1:] for s in sets}
+    if len(shapes) > 1:
+        raise MimikaError(f"the sets were prepared at different sizes: {sorted(shapes)}")
+    labels = in_code_order(name for s in sets for name in s.labels)
+    parts = [s.relabel(labels) for s in sets]
+    if any(s.soft is not None for s in parts):
+        for s in parts:
+            if s.soft is None:
+                s.soft = np.eye(len(labels), dtype=np.float32)[s.y]
+    splits = None
+    if any(s.splits is not None for s in parts):  # a set without its own split takes no part in Usage
+        splits = np.concatenate([(s.splits if s.splits is not None else np.full(len(s), "")).astype(str)
+                                 for s in parts])
+    return FaceSet(np.concatenate([s.faces for s in parts]), np.concatenate([s.y for s in parts]), labels,
+                   np.concatenate([s.subjects.astype(str) for s in parts]), [f for s in parts for f in s.sources],
+                   [x for s in parts for x in s.skipped], [x for s in parts for x in s.notes], splits,
+                   None if parts[0].soft is None else np.concatenate([s.soft for s in parts]).astype(np.float32),
+                   ", ".join(dict.fromkeys(s.detector for s in parts if s.detector)))
 
 
 def held_out_subjects(subjects: np.ndarray, fraction: float, seed: int = 0) -> list[str]:

@@ -5,6 +5,7 @@
 - Any other set can hold out a fraction of its subjects for validation, so no person is on both
   sides; the held-out subjects are recorded in the model, and `evaluation_set(..., "heldout")`
   finds them again.
+- Sets trained on jointly (`joint_split`) each follow their own rule: FER+ by Usage, CK+ by subjects.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import MimikaError
-from .faceset import FaceSet, held_out_subjects, split_name
+from .faceset import FaceSet, held_out_subjects, joined, split_name
 
 
 @dataclass
@@ -43,6 +44,20 @@ def train_val_split(data: FaceSet, val_subjects: float = 0.0, seed: int = 0) -> 
     return Split(data, None, {}, f"training on all {len(data)} faces, no validation")
 
 
+def joint_split(sets: list[FaceSet], val_subjects: float = 0.0, seed: int = 0) -> Split:
+    """Training on several sets at once: each is split by its own protocol (a set with its own split
+    by it; any other by held-out subjects when `val_subjects` > 0), the parts joined; the recorded
+    split holds both rules, so `training_faces` and `evaluation_set` find the same faces again."""
+    if len(sets) == 1:
+        return train_val_split(sets[0], val_subjects, seed)
+    parts = [train_val_split(s, 0.0 if s.splits is not None else val_subjects, seed) for s in sets]
+    vals = [p.val for p in parts if p.val is not None]
+    info = {k: v for p in parts for k, v in p.info.items()}
+    train = joined([p.train for p in parts])
+    return Split(train, joined(vals).relabel(train.labels) if vals else None, info,
+                 "; ".join(p.description for p in parts) + f"; jointly: {len(train)} training faces")
+
+
 def evaluation_set(data: FaceSet, split: str = "all", model_info: dict | None = None,
                    model_name: str = "the model") -> FaceSet:
     """The faces to score: all; "heldout", the subjects the model's training held out (recorded in
@@ -64,16 +79,18 @@ def evaluation_set(data: FaceSet, split: str = "all", model_info: dict | None = 
 
 
 def training_faces(data: FaceSet, model_info: dict | None = None, model_name: str = "the model") -> FaceSet:
-    """The faces a model trained on, as its recorded split says: the subjects it did not hold out,
-    or the dataset's Training split (whose class shares `mimika calibrate` stores)."""
+    """The faces a model trained on, as its recorded split says: the dataset's Training split and
+    not the subjects it held out (both, for a model trained on several sets), whose class shares
+    `mimika calibrate` stores."""
     split = (model_info or {}).get("split", {})
-    if split.get("val_subjects"):
-        out = data.with_subjects(split["val_subjects"], keep=False)
-    elif split.get("train"):
-        out = data.split(split_name(split["train"]))
-    else:
+    if not (split.get("val_subjects") or split.get("train")):
         raise MimikaError(f"{model_name}: the model records no training split (trained by an older mimika or "
                           "on all faces), so its training class shares are unknown")
+    out = data
+    if split.get("train") and (data.splits is not None or not split.get("val_subjects")):
+        out = out.split(split_name(split["train"]))  # a set without splits: only a joint model's CK+ part
+    if split.get("val_subjects"):
+        out = out.with_subjects(split["val_subjects"], keep=False)
     if len(out) == 0:
         raise MimikaError(f"none of {model_name}'s training faces are in this data")
     return out
