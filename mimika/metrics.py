@@ -3,6 +3,8 @@ the confusion matrix, balanced accuracy, and the expected calibration error."""
 
 from __future__ import annotations
 
+from math import comb
+
 import numpy as np
 
 
@@ -49,3 +51,10 @@ def expected_calibration_error(probs: np.ndarray, y: np.ndarray, bins: int = ECE
         if inside.any():
             ece += inside.mean() * abs(conf[inside].mean() - right[inside].mean())
     return float(ece)
+
+
+def mcnemar_p(only_a: int, only_b: int) -> float:
+    """Exact two-sided McNemar test on the faces only one of two models gets right: how likely a split
+    this uneven is if both models are equally good (so a gain of a few faces is not taken for one)."""
+    n, k = only_a + only_b, min(only_a, only_b)
+    return 1.0 if n == 0 else min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2 ** n)

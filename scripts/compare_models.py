@@ -12,7 +12,6 @@ one. reports/experiments.md records the decisions.
 """
 
 import argparse
-from math import comb
 from pathlib import Path
 
 import numpy as np
@@ -20,15 +19,10 @@ import numpy as np
 from mimika.calibration import class_prior, prediction_logits
 from mimika.datasets import load_dataset
 from mimika.evaluation import report
+from mimika.metrics import mcnemar_p
 from mimika.runtime import load_predictor
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def mcnemar_p(only_a: int, only_b: int) -> float:
-    """Exact two-sided McNemar test: how likely a split this uneven is if both models are equal."""
-    n, k = only_a + only_b, min(only_a, only_b)
-    return 1.0 if n == 0 else min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2 ** n)
 
 
 def main() -> None:

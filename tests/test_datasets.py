@@ -375,3 +375,11 @@ def test_the_package_has_no_import_circle():
     script = Path(__file__).resolve().parents[1] / "scripts" / "module_map.py"
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60).stdout
     assert "import circles: 0" in out, out
+
+
+def test_mcnemar_p_by_hand():
+    """The exact two-sided test on the faces only one model gets right (scripts/compare_models.py)."""
+    from mimika.metrics import mcnemar_p
+    assert mcnemar_p(10, 0) == pytest.approx(2 / 2 ** 10) and mcnemar_p(0, 10) == mcnemar_p(10, 0)
+    assert mcnemar_p(8, 2) == pytest.approx(2 * (1 + 10 + 45) / 2 ** 10)  # 0.109: 8 of 10 is not yet a win
+    assert mcnemar_p(5, 5) == 1.0 and mcnemar_p(0, 0) == 1.0
