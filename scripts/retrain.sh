@@ -2,11 +2,17 @@
 # Retrain a shipped model from ../shared/data with the exact commands that made it (the FER models trained
 # in float32, the default before mimika chose bf16 on CPUs with native bf16: hence --no-bf16):
 #   bash scripts/retrain.sh seed|ferplus|fer2013      (ferplus about 65 min here, fer2013 needs ferplus)
+# and the same shipped-file steps for a candidate of reports/experiments.md, in a scratch folder:
+#   bash scripts/retrain.sh ship NAME RUN.npz DATA OUTDIR
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D=../shared/data; M=mimika/models
-calibrated() {  # $1 name, $2 data: fit temperature and balance on the INT8 file (PublicTest), copy them to the float files
-  mimika calibrate $M/$1.onnx --data $2
+shipped() {  # $1 name, $2 trained .npz, $3 data: flip, INT8 export, temperature and balance fitted on PublicTest
+  cp $2 $M/$1.npz
+  for f in history.json history.png; do [ ! -f ${2%.npz}.$f ] || cp ${2%.npz}.$f $M/$1.$f; done
+  mimika configure $M/$1.npz --tta flip
+  mimika export $M/$1.npz $M/$1.onnx --int8 --calibration $3
+  mimika calibrate $M/$1.onnx --data $3  # fitted on the INT8 file, copied to the float files
   mimika configure $M/$1.npz --fitted-from $M/$1.onnx
   mimika export $M/$1.npz $M/$1.float.onnx
 }
@@ -18,10 +24,7 @@ case "${1:-}" in
     mimika train --data $D/fer2013/fer2013new.csv --arch vgg48 --epochs 40 --batch-size 64 --lr 0.05 --schedule cosine \
       --warmup-epochs 1 --weight-decay 5e-4 --augment --soft-labels --keep-best --half --no-bf16 \
       --out runs/ferplus/ferplus.npz --checkpoint runs/ferplus/ferplus.ckpt.npz
-    cp runs/ferplus/ferplus.npz runs/ferplus/ferplus.history.json runs/ferplus/ferplus.history.png $M/
-    mimika configure $M/ferplus.npz --tta flip
-    mimika export $M/ferplus.npz $M/ferplus.onnx --int8 --calibration $D/fer2013/fer2013new.csv
-    calibrated ferplus $D/fer2013/fer2013new.csv ;;
+    shipped ferplus runs/ferplus/ferplus.npz $D/fer2013/fer2013new.csv ;;
   fer2013)
     mimika train --data $D/fer2013/fer2013.csv.gz --init $M/ferplus.npz --epochs 6 --batch-size 64 --lr 0.01 \
       --schedule cosine --augment --weight-decay 5e-4 --keep-best --half --no-bf16 --out runs/fer2013/fer2013.npz \
@@ -29,9 +32,10 @@ case "${1:-}" in
     mimika train --data $D/fer2013/fer2013.csv.gz --init runs/fer2013/fer2013.npz --epochs 10 --batch-size 64 --lr 0.005 \
       --schedule cosine --augment --weight-decay 5e-4 --keep-best --half --no-bf16 --out runs/fer2013b/fer2013.npz \
       --checkpoint runs/fer2013b/fer2013.ckpt.npz
-    cp runs/fer2013b/fer2013.npz runs/fer2013b/fer2013.history.json runs/fer2013b/fer2013.history.png $M/
-    mimika configure $M/fer2013.npz --tta flip
-    mimika export $M/fer2013.npz $M/fer2013.onnx --int8 --calibration $D/fer2013/fer2013.csv.gz
-    calibrated fer2013 $D/fer2013/fer2013.csv.gz ;;
-  *) echo "usage: bash scripts/retrain.sh seed|ferplus|fer2013" >&2; exit 2 ;;
+    shipped fer2013 runs/fer2013b/fer2013.npz $D/fer2013/fer2013.csv.gz ;;
+  ship)
+    [ $# -eq 5 ] || { echo "usage: bash scripts/retrain.sh ship NAME RUN.npz DATA OUTDIR" >&2; exit 2; }
+    M=$5; mkdir -p $M
+    shipped $2 $3 $4 ;;
+  *) echo "usage: bash scripts/retrain.sh seed|ferplus|fer2013 | ship NAME RUN.npz DATA OUTDIR" >&2; exit 2 ;;
 esac
