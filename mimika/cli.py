@@ -341,14 +341,15 @@ def cmd_predict(args) -> int:
 
 def _load_data(args, spec, path=None):
     """The set at `path` (default: the one --data), prepared for the crop `spec`, its skipped files logged."""
-    from .datasets import LAYOUTS, load_dataset
+    from .datasets import load_dataset
+    from .datasets.registry import find_layout
     from .distributed import rank_zero_first
     from .detection import PRESETS
     detector = PRESETS[args.detector] if getattr(args, "detector", None) else None  # loaded when a set detects
     path = args.data if path is None else path
     with_neutral = getattr(args, "with_neutral", False)
     if with_neutral and isinstance(args.data, list) and len(args.data) > 1:  # joint training: CK+ sets only
-        with_neutral = next(x for x in LAYOUTS if x.probe(Path(path), None)).name == "ckplus"
+        with_neutral = Path(path).exists() and find_layout(Path(path)).name == "ckplus"
     with rank_zero_first():  # under torchrun: rank 0 fills the cache, the others read it
         data = load_dataset(path, spec, crop=args.crop, labeldir=args.labels, detector=detector, log=_log,
                             with_neutral=with_neutral)
@@ -380,6 +381,9 @@ def cmd_train(args) -> int:
     if args.labels and len(args.data) > 1:
         raise MimikaError("--labels names the Emotion tree of one CK+ image tree; to train on several sets, "
                           "give each CK+ set as its release folder")
+    for path in args.data:  # every set is there before the first is prepared (minutes for a large one)
+        if not Path(path).exists():
+            raise MimikaError(f"{path}: no such file or folder")
     sets = [_load_data(args, model.config.crop, path) for path in args.data]
     for path, data in zip(args.data, sets):
         _log(_summary(path, data))

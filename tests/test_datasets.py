@@ -199,6 +199,8 @@ def test_joint_training_splits_each_set_by_its_own_protocol(fer_dir, ckplus_tree
     assert main(["train", "--data", str(ferplus), "--data", str(ckplus_tree / "cohn-kanade-images"),
                  "--labels", str(ckplus_tree / "Emotion"), "--out", str(out)]) == 2
     assert "--labels names the Emotion tree of one CK+ image tree" in capsys.readouterr().err
+    assert main(["train", "--data", str(ferplus), "--data", str(tmp_path / "missing"), "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip().endswith("missing: no such file or folder")
 
 
 def test_train_from_a_model_with_other_classes(fer_dir, tmp_path, capsys, monkeypatch):
