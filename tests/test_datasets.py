@@ -203,6 +203,28 @@ def test_joint_training_splits_each_set_by_its_own_protocol(fer_dir, ckplus_tree
     assert capsys.readouterr().err.strip().endswith("missing: no such file or folder")
 
 
+def test_joining_sets_records_every_set_s_held_out_people_and_changes_none():
+    """Two sets split by subjects: both sets' held-out people are recorded (and none trains); the sets
+    joined are left as they were (a set without votes gets one-hot targets in the joined copy only)."""
+    from mimika.datasets import FaceSet, joined, joint_split
+    rng = np.random.default_rng(0)
+
+    def faceset(prefix, labels, soft):
+        n = 12
+        y = np.arange(n) % len(labels)
+        return FaceSet(rng.integers(0, 255, (n, 48, 48), dtype=np.uint8), y, labels,
+                       np.array([f"{prefix}{i % 6}" for i in range(n)]), [f"{prefix}{i}.png" for i in range(n)],
+                       soft=np.eye(len(labels), dtype=np.float32)[y] if soft else None)
+    a, b = faceset("A", ["happiness", "sadness"], soft=True), faceset("B", ["neutral", "sadness", "anger"], soft=False)
+    split = joint_split([a, b], 0.3, seed=0)
+    held = split.info["val_subjects"]
+    assert {h[0] for h in held} == {"A", "B"} and len(held) == 4  # ceil(0.3 x 6) of each
+    assert not np.isin(split.train.subjects, held).any() and np.isin(split.val.subjects, held).all()
+    both = joined([a, b])
+    assert both.labels == ["neutral", "anger", "happiness", "sadness"] and both.soft.shape == (24, 4)
+    assert np.array_equal(both.soft.argmax(1), both.y) and b.soft is None and len(a.labels) == 2
+
+
 def test_train_from_a_model_with_other_classes(fer_dir, tmp_path, capsys, monkeypatch):
     """--init: the data's classes become the model's (rows of shared classes kept)."""
     monkeypatch.setenv("MIMIKA_CACHE", str(tmp_path / "cache"))

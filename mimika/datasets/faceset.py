@@ -107,10 +107,10 @@ def joined(sets: list[FaceSet]) -> FaceSet:
         raise MimikaError(f"the sets were prepared at different sizes: {sorted(shapes)}")
     labels = in_code_order(name for s in sets for name in s.labels)
     parts = [s.relabel(labels) for s in sets]
+    soft = None
     if any(s.soft is not None for s in parts):
-        for s in parts:
-            if s.soft is None:
-                s.soft = np.eye(len(labels), dtype=np.float32)[s.y]
+        soft = np.concatenate([np.eye(len(labels), dtype=np.float32)[s.y] if s.soft is None else s.soft
+                               for s in parts]).astype(np.float32)
     splits = None
     if any(s.splits is not None for s in parts):  # a set without its own split takes no part in Usage
         splits = np.concatenate([(s.splits if s.splits is not None else np.full(len(s), "")).astype(str)
@@ -118,7 +118,7 @@ def joined(sets: list[FaceSet]) -> FaceSet:
     return FaceSet(np.concatenate([s.faces for s in parts]), np.concatenate([s.y for s in parts]), labels,
                    np.concatenate([s.subjects.astype(str) for s in parts]), [f for s in parts for f in s.sources],
                    [x for s in parts for x in s.skipped], [x for s in parts for x in s.notes], splits,
-                   None if parts[0].soft is None else np.concatenate([s.soft for s in parts]).astype(np.float32),
+                   soft,
                    ", ".join(dict.fromkeys(s.detector for s in parts if s.detector)))
 
 
