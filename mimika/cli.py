@@ -339,17 +339,15 @@ def cmd_predict(args) -> int:
     return 1 if sources and len(failed) >= len(sources) else 0
 
 
-def _load_data(args, spec, path=None):
-    """The set at `path` (default: the one --data), prepared for the crop `spec`, its skipped files logged."""
+def _load_data(args, spec, path=None, with_neutral=None):
+    """The set at `path` (default: the one --data), prepared for the crop `spec`, its skipped files logged;
+    `with_neutral` defaults to the --with-neutral flag."""
     from .datasets import load_dataset
-    from .datasets.registry import find_layout
     from .distributed import rank_zero_first
     from .detection import PRESETS
     detector = PRESETS[args.detector] if getattr(args, "detector", None) else None  # loaded when a set detects
     path = args.data if path is None else path
-    with_neutral = getattr(args, "with_neutral", False)
-    if with_neutral and isinstance(args.data, list) and len(args.data) > 1:  # joint training: CK+ sets only
-        with_neutral = Path(path).exists() and find_layout(Path(path)).name == "ckplus"
+    with_neutral = getattr(args, "with_neutral", False) if with_neutral is None else with_neutral
     with rank_zero_first():  # under torchrun: rank 0 fills the cache, the others read it
         data = load_dataset(path, spec, crop=args.crop, labeldir=args.labels, detector=detector, log=_log,
                             with_neutral=with_neutral)
@@ -367,6 +365,7 @@ def _summary(path, data) -> str:
 def cmd_train(args) -> int:
     from .api import train
     from .datasets import joint_split
+    from .datasets.registry import find_layout
     from .distributed import is_writer
     from .fileio import check_writable
     from .model import Model
@@ -381,10 +380,11 @@ def cmd_train(args) -> int:
     if args.labels and len(args.data) > 1:
         raise MimikaError("--labels names the Emotion tree of one CK+ image tree; to train on several sets, "
                           "give each CK+ set as its release folder")
-    for path in args.data:  # every set is there before the first is prepared (minutes for a large one)
-        if not Path(path).exists():
-            raise MimikaError(f"{path}: no such file or folder")
-    sets = [_load_data(args, model.config.crop, path) for path in args.data]
+    # every set is there and readable before the first is prepared (minutes for a large one)
+    kinds = [find_layout(Path(path), args.labels and Path(args.labels)).name for path in args.data]
+    joint = len(args.data) > 1  # --with-neutral then adds the neutral frames of the CK+ sets only
+    sets = [_load_data(args, model.config.crop, path, args.with_neutral and (not joint or kind == "ckplus"))
+            for path, kind in zip(args.data, kinds)]
     for path, data in zip(args.data, sets):
         _log(_summary(path, data))
     split = joint_split(sets, args.val_subjects, args.seed)

@@ -65,8 +65,7 @@ def main() -> None:
             recall = " ".join(f"{c[:SHORT]} {v['recall']:.2f}" for c, v in rep["per_class"].items() if v["support"])
             only_c, only_b = int((right[0] & ~right[-1]).sum()), int((right[-1] & ~right[0]).sum())
             pval = mcnemar_p(only_c, only_b)
-            versus = "- | -" if len(right) == 1 else f"{only_c} / {only_b} | {pval:.3f}" if pval >= 1e-3 else \
-                f"{only_c} / {only_b} | {pval:.1e}"
+            versus = "- | -" if len(right) == 1 else f"{only_c} / {only_b} | {pval:{'.3f' if pval >= 1e-3 else '.1e'}}"
             print(f"| {view} | {name} | {len(y)} | {rep['accuracy']:.3f} | {rep['balanced_accuracy']:.3f} | "
                   f"{recall} | {versus} |", flush=True)
 

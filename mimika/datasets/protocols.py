@@ -52,12 +52,10 @@ def joint_split(sets: list[FaceSet], val_subjects: float = 0.0, seed: int = 0) -
         return train_val_split(sets[0], val_subjects, seed)
     parts = [train_val_split(s, 0.0 if s.splits is not None else val_subjects, seed) for s in sets]
     vals = [p.val for p in parts if p.val is not None]
-    info: dict = {}
-    for p in parts:  # the held-out subjects of every set split by subjects
-        info.update({k: v for k, v in p.info.items() if k != "val_subjects"})
-        info.setdefault("val_subjects", []).extend(p.info.get("val_subjects", []))
-    if not info["val_subjects"]:
-        del info["val_subjects"]
+    info = {k: v for p in parts for k, v in p.info.items()}
+    held = [s for p in parts for s in p.info.get("val_subjects", [])]  # of every set split by subjects
+    if held:
+        info["val_subjects"] = held
     train = joined([p.train for p in parts])
     return Split(train, joined(vals).relabel(train.labels) if vals else None, info,
                  "; ".join(p.description for p in parts) + f"; jointly: {len(train)} training faces")

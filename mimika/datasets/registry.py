@@ -56,6 +56,9 @@ LAYOUTS: list[Layout] = [
 
 
 def find_layout(path: Path, labeldir: Path | None = None) -> Layout:
+    """The layout of the set at `path`, or one line: no such file, or not a set this version reads."""
+    if not path.exists():
+        raise MimikaError(f"{path}: no such file or folder")
     for layout in LAYOUTS:
         if layout.probe(path, labeldir):
             return layout
@@ -73,8 +76,6 @@ def load_dataset(path: str | os.PathLike, spec: CropSpec, crop: str = "auto",
     adds each sequence's first frame as neutral. Prepared faces are cached.
     """
     p = Path(path)
-    if not p.exists():
-        raise MimikaError(f"{p}: no such file or folder")
     labels = Path(labeldir) if labeldir is not None else None
     layout = find_layout(p, labels)
     mode = layout.default_crop if crop == "auto" else crop
