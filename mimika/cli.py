@@ -78,13 +78,13 @@ def _parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, description=help, formatter_class=_Help,
                               epilog="examples:\n" + "\n".join(f"  {e}" for e in examples), **kw)
 
-    def data_args(p, crop_default="auto", several=False):
+    def data_args(p, crop_default="auto", several=""):
+        """--data and how its faces are found; `several`: what repeating --data means (it may repeat)."""
+        sets = "fer2013.csv(.gz), fer2013new.csv, a CK+ folder or class folders"
         if several:
-            p.add_argument("--data", required=True, action="append", help="fer2013.csv(.gz), fer2013new.csv, a CK+ "
-                           "folder or class folders; repeat it to train on several sets at once, each split by its "
-                           "own protocol (FER by Usage, others by --val-subjects)")
+            p.add_argument("--data", required=True, action="append", help=f"{sets}; {several}")
         else:
-            p.add_argument("--data", required=True, help="fer2013.csv(.gz), fer2013new.csv, a CK+ folder or class folders")
+            p.add_argument("--data", required=True, help=sets)
         p.add_argument("--labels", help="CK+ Emotion tree, when --data is the image tree alone")
         p.add_argument("--crop", choices=["auto", "detect", "whole"], default=crop_default,
                        help="find the face in each image, or take the whole image (auto: detect on CK+ frames)")
@@ -140,7 +140,8 @@ def _parser() -> argparse.ArgumentParser:
                  "mimika train --data fer2013new.csv --arch vgg48 --epochs 40 --soft-labels --augment --out fer.npz",
                  "mimika train --data fer2013new.csv --data ../shared/data/ckplus --with-neutral --detector cnn "
                  "--val-subjects 0.2 --init ferplus.npz --epochs 6 --soft-labels --augment --out joint.npz"])
-    data_args(t, several=True)
+    data_args(t, several="repeat it to train on several sets at once, each split by its own protocol "
+              "(FER by Usage, others by --val-subjects)")
     t.add_argument("--with-neutral", action="store_true", help="CK+ sets: add each sequence's first frame as neutral")
     t.add_argument("--arch", default="seed", help="architecture (seed: the original CNN; vgg48, vgg48w)")
     t.add_argument("--init", help="start from this trained model instead of an untrained network")
@@ -155,8 +156,11 @@ def _parser() -> argparse.ArgumentParser:
 
     c = command("crossval", "subject-independent k-fold cross-validation",
                 ["mimika crossval --data ../shared/data/ckplus --folds 10 --out-dir runs/ck10",
-                 "mimika crossval --data ckplus48/ --init ferplus.npz --epochs 15 --out-dir runs/ck48"])
-    data_args(c)
+                 "mimika crossval --data ckplus48/ --init ferplus.npz --epochs 15 --out-dir runs/ck48",
+                 "mimika crossval --data ../shared/data/ckplus --data fer2013new.csv --init ferplus.npz --epochs 6 "
+                 "--soft-labels --detector cnn --out-dir runs/ck-joint   # FER+ trains beside every fold"])
+    data_args(c, several="repeat it to train beside every fold on further sets (their training part by their "
+                          "own protocol; FER: Training), the folds and all tests drawn from the first set")
     c.add_argument("--arch", default="seed", help="architecture of the untrained network of each fold")
     c.add_argument("--init", help="start every fold from this trained model (head fitted to the data's classes)")
     c.add_argument("--margin", type=MARGIN, default=0.0, help="crop margin around face boxes")
@@ -362,10 +366,27 @@ def _summary(path, data) -> str:
     return f"{path}: {len(data)} faces, {subjects} subjects; {counts}"
 
 
+def _load_sets(args, spec) -> list:
+    """Every --data set (train and crossval take several), each checked to be there and readable before
+    the first is prepared (minutes for a large one), its summary logged; with several sets
+    --with-neutral adds the neutral frames of the CK+ sets only."""
+    from .datasets.registry import find_layout
+    if args.labels and len(args.data) > 1:
+        raise MimikaError("--labels names the Emotion tree of one CK+ image tree; to use several sets, "
+                          "give each CK+ set as its release folder")
+    kinds = [find_layout(Path(path), args.labels and Path(args.labels)).name for path in args.data]
+    joint = len(args.data) > 1
+    with_neutral = getattr(args, "with_neutral", False)
+    sets = [_load_data(args, spec, path, with_neutral and (not joint or kind == "ckplus"))
+            for path, kind in zip(args.data, kinds)]
+    for path, data in zip(args.data, sets):
+        _log(_summary(path, data))
+    return sets
+
+
 def cmd_train(args) -> int:
     from .api import train
     from .datasets import joint_split
-    from .datasets.registry import find_layout
     from .distributed import is_writer
     from .fileio import check_writable
     from .model import Model
@@ -377,17 +398,7 @@ def cmd_train(args) -> int:
     if args.resume and not Path(args.resume).is_file() and is_writer():  # rank 0 reads it for all
         raise MimikaError(f"{args.resume}: no such training checkpoint (nothing to resume)")
     model = Model.load(args.init) if args.init else Model.create(args.arch, margin=args.margin, seed=args.seed)
-    if args.labels and len(args.data) > 1:
-        raise MimikaError("--labels names the Emotion tree of one CK+ image tree; to train on several sets, "
-                          "give each CK+ set as its release folder")
-    # every set is there and readable before the first is prepared (minutes for a large one)
-    kinds = [find_layout(Path(path), args.labels and Path(args.labels)).name for path in args.data]
-    joint = len(args.data) > 1  # --with-neutral then adds the neutral frames of the CK+ sets only
-    sets = [_load_data(args, model.config.crop, path, args.with_neutral and (not joint or kind == "ckplus"))
-            for path, kind in zip(args.data, kinds)]
-    for path, data in zip(args.data, sets):
-        _log(_summary(path, data))
-    split = joint_split(sets, args.val_subjects, args.seed)
+    split = joint_split(_load_sets(args, model.config.crop), args.val_subjects, args.seed)
     model.with_labels(split.train.labels)  # the data's classes (a trained --init keeps the rows of shared ones)
     _log(split.description)
     model.config.info.update(data=", ".join(map(str, args.data)), split=split.info,
@@ -399,19 +410,22 @@ def cmd_train(args) -> int:
 
 def cmd_crossval(args) -> int:
     from .crossval import cross_validate
+    from .datasets import joined, train_val_split
     from .model import Model
     from .plots import plot_confusion
 
     spec = (Model.load(args.init) if args.init else Model.create(args.arch, margin=args.margin)).config.crop
-    data = _load_data(args, spec)
+    data, *others = _load_sets(args, spec)
+    # a further set trains beside every fold by its own protocol (FER: its Training part), never tested
+    beside = joined([train_val_split(s).train for s in others]) if others else None
 
-    def make_model():
+    def make_model(labels):
         if args.init:
-            return Model.load(args.init).with_labels(data.labels)
-        return Model.create(args.arch, labels=data.labels, margin=args.margin, seed=args.seed)
+            return Model.load(args.init).with_labels(labels)
+        return Model.create(args.arch, labels=labels, margin=args.margin, seed=args.seed)
 
     summary = cross_validate(data, make_model, _train_options(args), k=args.folds, seed=args.seed,
-                             out_dir=args.out_dir, log=print)
+                             out_dir=args.out_dir, log=print, beside=beside)
     from .distributed import is_writer
     if not is_writer():
         return 0

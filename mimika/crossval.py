@@ -9,7 +9,7 @@ from typing import Callable
 
 import numpy as np
 
-from .datasets import FaceSet
+from .datasets import FaceSet, joined
 from .distributed import is_writer
 from .errors import MimikaError
 from .evaluation import evaluate, report
@@ -29,12 +29,14 @@ def subject_folds(subjects: np.ndarray, k: int, seed: int = 0) -> list[np.ndarra
     return [np.sort(uniq[g]) for g in np.array_split(order, k)]
 
 
-def cross_validate(data: FaceSet, make_model: Callable[[], Model], options: TrainOptions, k: int = 10,
+def cross_validate(data: FaceSet, make_model: Callable[[list[str]], Model], options: TrainOptions, k: int = 10,
                    seed: int = 0, out_dir: str | os.PathLike | None = None,
-                   log: Callable[[str], None] = print) -> dict:
+                   log: Callable[[str], None] = print, beside: FaceSet | None = None) -> dict:
     """Train a fresh model per fold on the other folds' subjects, test on the fold's subjects.
 
-    Returns {"folds": [per-fold report + subjects], "accuracy_mean", "accuracy_std",
+    `make_model(labels)` gives each fold's untrained or starting model for those classes; `beside`:
+    faces every fold also trains on (another set, as a lab's people are added to web photos), never
+    tested. Returns {"folds": [per-fold report + subjects], "accuracy_mean", "accuracy_std",
     "pooled": report over all test predictions}; writes fold-N.json and crossval.json to out_dir.
     Under torchrun each fold trains on all processes (training.py); rank 0 writes.
     """
@@ -44,9 +46,12 @@ def cross_validate(data: FaceSet, make_model: Callable[[], Model], options: Trai
     for i, held in enumerate(folds, 1):
         test = data.with_subjects(list(held))
         train = data.with_subjects(list(held), keep=False)
-        model = make_model()
+        if beside is not None:
+            train = joined([train, beside])
+        model = make_model(train.labels)
         labels = model.labels
-        log(f"fold {i}/{k}: {len(train)} training faces, {len(test)} test faces of {len(held)} subjects")
+        log(f"fold {i}/{k}: {len(train)} training faces" + (f" ({len(beside)} beside the folds)" if beside else "")
+            + f", {len(test)} test faces of {len(held)} subjects")
         Trainer(model, train, None, options, log=lambda line: log(f"  {line}")).run()
         rep = evaluate(model, test)
         probs = model.predict_proba(test.faces)

@@ -146,6 +146,29 @@ def test_crossval_cli_writes_reports(ckplus_tree, tmp_path, capsys, monkeypatch)
     assert cv2.imread(str(out / "confusion.png")) is not None and (out / "fold-2.json").exists()
 
 
+def test_crossval_trains_every_fold_beside_another_set_and_tests_only_the_first(fer_dir, ckplus_tree, tmp_path,
+                                                                              capsys, monkeypatch):
+    """crossval --data CK+ --data FER+: FER+'s Training faces join every fold's training, the folds and
+    every test face come from CK+ alone, and the models answer in the union of both sets' classes."""
+    monkeypatch.setenv("MIMIKA_CACHE", str(tmp_path / "cache"))
+    ferplus, out = fer_dir / "fer2013new.csv", tmp_path / "cv"
+    assert main(["crossval", "--data", str(ckplus_tree), "--data", str(ferplus), "--arch", "vgg48", "--folds", "2",
+                 "--epochs", "1", "--soft-labels", "--out-dir", str(out)]) == 0
+    fer, ck = load_dataset(ferplus, CropSpec(48, 48)), load_dataset(ckplus_tree, CropSpec(48, 48))
+    summary = json.loads((out / "crossval.json").read_text())
+    n_fer = len(fer.split("Training"))
+    text = capsys.readouterr().out
+    for fold in summary["folds"]:
+        n_test = int(np.isin(ck.subjects, fold["subjects"]).sum())
+        assert fold["n"] == n_test
+        assert f"{len(ck) - n_test + n_fer} training faces ({n_fer} beside the folds), {n_test} test faces" in text
+    assert summary["pooled"]["n"] == len(ck) and "neutral" in summary["pooled"]["per_class"]
+    assert "neutral" not in ck.labels and "neutral" in fer.labels
+    assert main(["crossval", "--data", str(ferplus), "--data", str(ckplus_tree), "--folds", "2", "--epochs", "1",
+                 "--out-dir", str(out)]) == 2
+    assert "needs a subject id for every face" in capsys.readouterr().err
+
+
 def test_train_on_fer_csv_follows_the_protocol(fer_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("MIMIKA_CACHE", str(tmp_path / "cache"))
     model = tmp_path / "m.npz"
