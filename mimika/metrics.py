@@ -58,3 +58,8 @@ def mcnemar_p(only_a: int, only_b: int) -> float:
     this uneven is if both models are equally good (so a gain of a few faces is not taken for one)."""
     n, k = only_a + only_b, min(only_a, only_b)
     return 1.0 if n == 0 else min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2 ** n)
+
+
+def format_p(p: float) -> str:
+    """A p-value for a report: three decimals, or two significant digits below 0.001 (never 0.000)."""
+    return f"{p:.3f}" if p >= 1e-3 else f"{p:.1e}"

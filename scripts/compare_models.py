@@ -19,7 +19,7 @@ import numpy as np
 from mimika.calibration import class_prior, prediction_logits
 from mimika.datasets import load_dataset
 from mimika.evaluation import report
-from mimika.metrics import mcnemar_p
+from mimika.metrics import format_p, mcnemar_p
 from mimika.runtime import load_predictor
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -52,7 +52,7 @@ def main() -> None:
         only_c, only_o = int((right[0] & ~right[1]).sum()), int((right[1] & ~right[0]).sum())
         acc = " vs ".join(f"{r['accuracy']:.4f}" for r in reps)
         bal = " vs ".join(f"{r['balanced_accuracy']:.4f}" for r in reps)
-        print(f"| {tau:g} | {acc} | {bal} | {only_c} / {only_o} | {mcnemar_p(only_c, only_o):.3f} |", flush=True)
+        print(f"| {tau:g} | {acc} | {bal} | {only_c} / {only_o} | {format_p(mcnemar_p(only_c, only_o))} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import numpy as np
 from mimika.datasets import evaluation_set, load_dataset
 from mimika.detection import PRESETS
 from mimika.evaluation import among, report
-from mimika.metrics import mcnemar_p
+from mimika.metrics import format_p, mcnemar_p
 from mimika.runtime import load_predictor
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -64,8 +64,7 @@ def main() -> None:
             rep = report(y, pred, labels)
             recall = " ".join(f"{c[:SHORT]} {v['recall']:.2f}" for c, v in rep["per_class"].items() if v["support"])
             only_c, only_b = int((right[0] & ~right[-1]).sum()), int((right[-1] & ~right[0]).sum())
-            pval = mcnemar_p(only_c, only_b)
-            versus = "- | -" if len(right) == 1 else f"{only_c} / {only_b} | {pval:{'.3f' if pval >= 1e-3 else '.1e'}}"
+            versus = "- | -" if len(right) == 1 else f"{only_c} / {only_b} | {format_p(mcnemar_p(only_c, only_b))}"
             print(f"| {view} | {name} | {len(y)} | {rep['accuracy']:.3f} | {rep['balanced_accuracy']:.3f} | "
                   f"{recall} | {versus} |", flush=True)
 

@@ -430,3 +430,5 @@ def test_mcnemar_p_by_hand():
     assert mcnemar_p(10, 0) == pytest.approx(2 / 2 ** 10) and mcnemar_p(0, 10) == mcnemar_p(10, 0)
     assert mcnemar_p(8, 2) == pytest.approx(2 * (1 + 10 + 45) / 2 ** 10)  # 0.109: 8 of 10 is not yet a win
     assert mcnemar_p(5, 5) == 1.0 and mcnemar_p(0, 0) == 1.0
+    from mimika.metrics import format_p
+    assert format_p(mcnemar_p(8, 2)) == "0.109" and format_p(mcnemar_p(20, 0)) == "1.9e-06"  # never 0.000
