@@ -42,7 +42,6 @@ def train(model: Model, train_set: FaceSet, val_set: FaceSet | None = None,
     for path in (out, checkpoint):
         if path:
             check_writable(path, "model file" if path == out else "checkpoint")
-    model.config.forget_calibration()  # fitted on other weights
     trainer = Trainer(model, train_set, val_set, options, checkpoint=checkpoint or None, log=log)
     if resume:
         trainer.restore(resume)

@@ -137,6 +137,7 @@ class Trainer:
         if len(train_set) == 0:
             raise MimikaError("the training set is empty")
         self.model, self.options, self.log = model, options or TrainOptions(), log
+        model.config.forget_calibration()  # fitted on the weights this run changes (train, fine-tune, a fold)
         self.train_set = train_set.relabel(model.labels)
         self.val_set = val_set.relabel(model.labels) if val_set is not None and len(val_set) else None
         self.checkpoint = Path(checkpoint) if checkpoint else None

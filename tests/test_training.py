@@ -250,13 +250,29 @@ def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
     assert not Path(left).exists() and [p.name for p in tmp_path.iterdir()] == ["run.ckpt.npz"]
 
 
-def test_a_calibrated_models_temperature_is_not_inherited_by_its_fine_tuned_copy(astronaut_face):
-    """The temperature was fitted to the old weights; new weights start uncalibrated (1.0)."""
+def test_a_calibrated_models_calibration_is_not_inherited_by_what_trains_from_it(astronaut_face, two_class_set):
+    """Temperature, class shares and balance were fitted to the old weights; new weights start
+    uncalibrated, however they are trained: fine-tuned, or a cross-validation fold started from a
+    model with the data's own classes (whose head is kept as it is)."""
+    from mimika.crossval import cross_validate
+
+    def calibrated(labels=None):
+        base = create_model("seed", seed=0, labels=labels)
+        base.config.temperature, base.config.class_prior, base.config.balance = 0.5, [0.9, 0.1], 1.0
+        base.config.prior = "balanced"
+        return base
+
     faces, codes = two_class_faces(astronaut_face, n=4)
-    base = create_model("seed", seed=0)
-    base.config.temperature = 0.5
-    model = fine_tune(base, faces[:, None], codes, epochs=1, crop="whole", log=quiet)
-    assert model.config.temperature == 1.0
+    model = fine_tune(calibrated(), faces[:, None], codes, epochs=1, crop="whole", log=quiet)
+    assert model.config.temperature == 1.0 and model.config.prior == "training"
+    folds = []
+
+    def make_model(labels):
+        folds.append(calibrated(labels))
+        return folds[-1]
+    cross_validate(two_class_set, make_model, TrainOptions(epochs=1, batch_size=4), k=2, log=quiet)
+    assert len(folds) == 2 and folds[0].labels == two_class_set.labels
+    assert all((m.config.temperature, m.config.class_prior, m.config.prior) == (1.0, None, "training") for m in folds)
 
 
 def test_fine_tune_accepts_label_names(astronaut_face):
