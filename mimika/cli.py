@@ -161,6 +161,8 @@ def _parser() -> argparse.ArgumentParser:
                  "--soft-labels --detector cnn --out-dir runs/ck-joint   # FER+ trains beside every fold"])
     data_args(c, several="repeat it to train beside every fold on further sets (their training part by their "
                           "own protocol; FER: Training), the folds and all tests drawn from the first set")
+    c.add_argument("--with-neutral", action="store_true", help="CK+ sets: add each sequence's first frame as neutral "
+                   "(folded with its subject: an 8-class cross-validation)")
     c.add_argument("--arch", default="seed", help="architecture of the untrained network of each fold")
     c.add_argument("--init", help="start every fold from this trained model (head fitted to the data's classes)")
     c.add_argument("--margin", type=MARGIN, default=0.0, help="crop margin around face boxes")

@@ -58,6 +58,7 @@ def cross_validate(data: FaceSet, make_model: Callable[[list[str]], Model], opti
         y_true.append(test.relabel(labels).y)
         y_pred.append(probs.argmax(1))
         rep["subjects"] = held.tolist()
+        rep["answers"] = dict(zip(test.sources, (labels[i] for i in y_pred[-1])))  # for paired comparisons
         results.append(rep)
         log(f"fold {i}/{k}: accuracy {rep['accuracy']:.4f} (n={rep['n']})")
         if out and is_writer():

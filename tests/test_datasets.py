@@ -141,6 +141,12 @@ def test_crossval_cli_writes_reports(ckplus_tree, tmp_path, capsys, monkeypatch)
     assert "fold 1/2" in text and "mean accuracy" in text
     summary = json.loads((out / "crossval.json").read_text())
     assert len(summary["folds"]) == 2 and summary["pooled"]["n"] == 9
+    answers = {src: a for f in summary["folds"] for src, a in f["answers"].items()}
+    assert len(answers) == 9 and set(answers.values()) <= set(summary["pooled"]["per_class"])
+    assert main(["crossval", "--data", str(ckplus_tree), "--with-neutral", "--folds", "2", "--epochs", "1",
+                 "--out-dir", str(tmp_path / "cv8")]) == 0
+    with_neutral = json.loads((tmp_path / "cv8" / "crossval.json").read_text())["pooled"]
+    assert with_neutral["n"] > 9 and with_neutral["per_class"]["neutral"]["support"] == with_neutral["n"] - 9
     subjects = [set(f["subjects"]) for f in summary["folds"]]
     assert not subjects[0] & subjects[1]
     assert cv2.imread(str(out / "confusion.png")) is not None and (out / "fold-2.json").exists()
