@@ -12,7 +12,7 @@ import numpy as np
 from .datasets import FaceSet, joined
 from .distributed import is_writer
 from .errors import MimikaError
-from .evaluation import evaluate, report
+from .evaluation import report
 from .fileio import write_text
 from .model import Model
 from .training import Trainer, TrainOptions
@@ -50,13 +50,13 @@ def cross_validate(data: FaceSet, make_model: Callable[[list[str]], Model], opti
             train = joined([train, beside])
         model = make_model(train.labels)
         labels = model.labels
-        log(f"fold {i}/{k}: {len(train)} training faces" + (f" ({len(beside)} beside the folds)" if beside else "")
+        log(f"fold {i}/{k}: {len(train)} training faces" + (f" ({len(beside)} beside the folds)" if beside is not None else "")
             + f", {len(test)} test faces of {len(held)} subjects")
         Trainer(model, train, None, options, log=lambda line: log(f"  {line}")).run()
-        rep = evaluate(model, test)
-        probs = model.predict_proba(test.faces)
+        probs = model.predict_proba(test.faces)  # once: the fold's report and the pooled one
         y_true.append(test.relabel(labels).y)
         y_pred.append(probs.argmax(1))
+        rep = report(y_true[-1], y_pred[-1], labels, probs)
         rep["subjects"] = held.tolist()
         rep["answers"] = dict(zip(test.sources, (labels[i] for i in y_pred[-1])))  # for paired comparisons
         results.append(rep)
