@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -16,7 +16,7 @@ from .fileio import check_writable
 from .labels import in_code_order
 from .model import Model
 from .options import TrainOptions
-from .training import EpochStats, Trainer, save_dtype
+from .training import EpochStats, Trainer, kept_as_teacher, save_dtype
 
 
 def create_model(arch: str = "seed", labels: list[str] | None = None, seed: int | None = 0) -> Model:
@@ -32,17 +32,19 @@ def load_model(name_or_path: str | os.PathLike | None = None) -> Model:
 def train(model: Model, train_set: FaceSet, val_set: FaceSet | None = None,
           options: TrainOptions | None = None, out: str | os.PathLike | None = None,
           checkpoint: str | os.PathLike | None = None, resume: str | os.PathLike | None = None,
-          log: Callable[[str], None] = print) -> list[EpochStats]:
+          log: Callable[[str], None] = print, teachers: Sequence[Model] = ()) -> list[EpochStats]:
     """Train `model` in place. Returns the per-epoch history; the wall time goes into the model's
     info. With `out`, the model is saved there, with its history beside it (`.history.json`, and a
     plot `.history.png` when matplotlib is installed), and the saved file's validation accuracy is
     logged. Under torchrun every process calls this and trains its share of each batch
-    (distributed.py); only rank 0 writes the checkpoint and `out`."""
+    (distributed.py); only rank 0 writes the checkpoint and `out`. `teachers`: models in memory
+    distilled from beside those of `options.teacher`."""
     options = options or TrainOptions()
     for path in (out, checkpoint):
         if path:
             check_writable(path, "model file" if path == out else "checkpoint")
-    trainer = Trainer(model, train_set, val_set, options, checkpoint=checkpoint or None, log=log)
+    trainer = Trainer(model, train_set, val_set, options, checkpoint=checkpoint or None, log=log,
+                      teachers=teachers)
     if resume:
         trainer.restore(resume)
     t0 = time.perf_counter()
@@ -80,29 +82,36 @@ def save_run(model: Model, history: list[EpochStats], out: str | os.PathLike, op
 def fine_tune(model: Model | str | os.PathLike, faces: np.ndarray | FaceSet, labels=None, epochs: int = 10,
               lr: float = 0.001, batch_size: int = 32, seed: int = 0, crop: str = "detect",
               out: str | os.PathLike | None = None, log: Callable[[str], None] = print, codes=None,
-              device: str = "auto") -> Model:
+              device: str = "auto", augment: bool = False, keep: float = 0.0) -> Model:
     """Continue training a trained model on the user's own labelled faces.
 
     `faces` is an N x K x H x W array (K = 1 gray or 3 RGB, any H, W: the face is found and
     resized to the model input) with `labels`, one per face: CK+ codes (1..7, or 0 for neutral) or
     emotion names ("happiness", "happy"); or a FaceSet. Classes the model does not know get new
     outputs (the head is widened). `codes` is the old name of `labels`. `device`: where to train
-    (auto: a GPU when PyTorch sees one).
+    (auto: a GPU when PyTorch sees one). `augment`: random shifts, scales, rotations, flips and
+    erasing of the faces. `keep`: the share of each target the starting model answers (its frozen
+    copy as teacher, "learning without forgetting"), so it forgets less of the faces it knew
+    (experiment E17: 0 reads the user's people best, at a loss on everyone else).
     """
     labels = labels if labels is not None else codes
     model = model if isinstance(model, Model) else Model.load(model)
     if not isinstance(faces, FaceSet) and labels is None:
         raise MimikaError("fine_tune needs a label per face (CK+ codes or emotion names)")
     data = faces if isinstance(faces, FaceSet) else faces_from_arrays(faces, labels, model.config.crop, crop)
-    new = [n for n in data.labels if n not in model.labels]
+    start = model.labels
+    new = [n for n in data.labels if n not in start]
+    teacher = kept_as_teacher(model, in_code_order(start + new)) if keep else None
     if new:
-        model.with_labels(in_code_order(model.labels + new))
+        model.with_labels(in_code_order(start + new))
         log(f"new classes {', '.join(new)}: the model's output layer was widened to {len(model.labels)} classes")
     for note in data.notes:
         log(note)
-    opts = TrainOptions(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, device=device)
-    history = train(model, data, None, opts, out=None, log=log)
-    model.config.info["fine_tuned"] = {"faces": len(data), "epochs": len(history), "lr": lr}
+    opts = TrainOptions(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, device=device, augment=augment,
+                        teacher_weight=keep)
+    history = train(model, data, None, opts, out=None, log=log, teachers=[teacher] if teacher else [])
+    model.config.info["fine_tuned"] = {"faces": len(data), "epochs": len(history), "lr": lr, "augment": augment,
+                                       "keep": keep}
     from .distributed import is_writer
     if out and is_writer():
         model.save(out)

@@ -173,12 +173,17 @@ def _parser() -> argparse.ArgumentParser:
 
     f = command("finetune", "continue training a model on your own labelled faces",
                 ["mimika finetune --data myfaces/ --out mine.npz   # myfaces/<emotion or CK+ code>/*.jpg",
-                 "mimika finetune --model seed --data myfaces/ --epochs 5 --out mine.npz"])
+                 "mimika finetune --model seed --data myfaces/ --epochs 5 --out mine.npz",
+                 "mimika finetune --data myfaces/ --augment --keep 0.5 --out mine.npz   # forget less of other people"])
     f.add_argument("--model", help="model to start from (default: the shipped default model)")
     f.add_argument("--data", required=True, help="class folders: DATA/<emotion or CK+ code>/<images>")
     f.add_argument("--out", required=True, help="model file to write")
     f.add_argument("--crop", choices=["detect", "whole"], default="detect", help="find the face, or take the whole image")
-    _add_train_options(f, ["epochs", "lr", "batch_size", "seed", "device"], epochs=10, lr=0.001)
+    f.add_argument("--keep", type=_number(float, 0.0, 1.0), default=0.0, metavar="W",
+                   help="the share of each target the starting model answers (its frozen copy as teacher: "
+                   "learning without forgetting), so it forgets less of the faces it knew; 0: your faces alone, "
+                   "best on your people, worst on everyone else's (README: Your own camera's people)")
+    _add_train_options(f, ["epochs", "lr", "batch_size", "seed", "device", "augment"], epochs=10, lr=0.001)
     _nproc_arg(f)
 
     e = command("evaluate", "score a model on a labelled face set",
@@ -454,7 +459,7 @@ def cmd_finetune(args) -> int:
         _log(f"skipped {s}")
     _log(_summary(args.data, data))
     fine_tune(model, data, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
-              out=args.out, log=print, device=args.device)
+              out=args.out, log=print, device=args.device, augment=args.augment, keep=args.keep)
     print(f"saved {args.out}")
     return 0
 

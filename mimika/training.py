@@ -18,12 +18,13 @@ stay per rank (PyTorch synchronises them on GPUs only; the running statistics ar
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -36,6 +37,7 @@ from .checkpoint import EpochStats, TrainingState
 from .datasets import FaceSet
 from .errors import MimikaError
 from .model import Model
+from .nets import head_of
 from .options import TrainOptions, fixed_options
 from .progress import progress
 from .schedules import check_schedule, learning_rate
@@ -107,13 +109,13 @@ def logit_offset(data: FaceSet, options: TrainOptions) -> torch.Tensor | None:
     return torch.from_numpy((options.logit_adjust * np.log(class_shares(counts))).astype(np.float32))
 
 
-def load_teachers(options: TrainOptions, student: Model, device) -> list[nn.Module]:
-    """The networks of --teacher, frozen, in eval mode on the training device (in the student's
-    memory layout); each must answer with the student's labels from the student's input, or one
-    line says what differs."""
+def load_teachers(options: TrainOptions, student: Model, device, given: Sequence[Model] = ()) -> list[nn.Module]:
+    """The networks of --teacher and the `given` models, frozen, in eval mode on the training device
+    (in the student's memory layout); each must answer with the student's labels from the student's
+    input, or one line says what differs."""
     nets = []
-    for path in [p.strip() for p in options.teacher.split(",") if p.strip()]:
-        teacher = Model.load(path)
+    named = [(p.strip(), Model.load(p.strip())) for p in options.teacher.split(",") if p.strip()]
+    for path, teacher in named + [("the starting model", m) for m in given]:
         t, s = teacher.config, student.config
         if t.labels != s.labels:
             raise MimikaError(f"{path}: a teacher needs the student's labels ({', '.join(s.labels)}); "
@@ -128,12 +130,25 @@ def load_teachers(options: TrainOptions, student: Model, device) -> list[nn.Modu
     return nets
 
 
+def kept_as_teacher(model: Model, labels: list[str]) -> Model:
+    """A frozen copy of `model` to keep as the teacher of its own fine-tuning ("learning without
+    forgetting", Li and Hoiem 2016), answering in `labels`: a class it never learned gets
+    probability 0, so the faces' labels alone teach it."""
+    teacher = copy.deepcopy(model)
+    new = [i for i, name in enumerate(labels) if name not in teacher.labels]
+    teacher.with_labels(labels)
+    with torch.no_grad():
+        head_of(teacher.net).weight[new] = 0
+        head_of(teacher.net).bias[new] = -1e4
+    return teacher
+
+
 class Trainer:
     """One training run; `run()` trains, checkpointing after each epoch when asked."""
 
     def __init__(self, model: Model, train_set: FaceSet, val_set: FaceSet | None = None,
                  options: TrainOptions | None = None, checkpoint: str | os.PathLike | None = None,
-                 log: Callable[[str], None] = print):
+                 log: Callable[[str], None] = print, teachers: Sequence[Model] = ()):
         if len(train_set) == 0:
             raise MimikaError("the training set is empty")
         self.model, self.options, self.log = model, options or TrainOptions(), log
@@ -173,7 +188,7 @@ class Trainer:
         if self.logit_offset is not None:
             self.logit_offset = self.logit_offset.to(world.device)  # once, not in every step
         self.ddp = None  # DistributedDataParallel around the network while run() runs, on several processes
-        self.teachers = load_teachers(o, model, world.device)
+        self.teachers = load_teachers(o, model, world.device, teachers)
 
     @property
     def history(self) -> list[EpochStats]:

@@ -1,15 +1,16 @@
 """Experiment E17 (issue #11): what `mimika finetune` should do with a user's own faces.
 
     python scripts/finetune_check.py                    # the choice: validation people + FER+ PublicTest
-    python scripts/finetune_check.py --after augment+keep   # the chosen recipe, once, on E12b's held-out people
+    python scripts/finetune_check.py --after            # every recipe, once, on E12b's held-out people
 
 A user's folder stands in as CK+'s labelled peaks (whole frames through the CNN detector and its
 aligned crop, as `mimika predict` reads a photo). E12b's split (`--val-subjects 0.2`, seed 0) holds
-24 people out; they decide nothing and are read once, by `--after`. The choice is made on the
+24 people out; they decide nothing and are read once, by `--after`, after the choice (then the
+folder is all 94 other people). The choice is made on the
 other 94: 20% of them (seed 1) are the validation people, the rest the user's folder. Every
-recipe fine-tunes `ferplus` as `mimika finetune` does (10 epochs, lr 0.001, batch 32) and differs in
-two things: random augmentation of the faces, and the starting model kept as a teacher (half of each
-target is its answer on the same face: "learning without forgetting", Li and Hoiem 2016). Each is
+recipe is `mimika finetune` from `ferplus` (`api.fine_tune`: 10 epochs, lr 0.001, batch 32) with or
+without `--augment` and `--keep 0.5` (the starting model answers half of each target on the same
+face: "learning without forgetting", Li and Hoiem 2016). Each is
 scored on the validation people's peaks (a neutral answer counted wrong) and on FER+ PublicTest
 (what fine-tuning may forget), with the faces only it / only `ferplus` gets right and McNemar p.
 """
@@ -19,25 +20,16 @@ from pathlib import Path
 
 import numpy as np
 
-from mimika.api import train
+from mimika.api import fine_tune
 from mimika.datasets import load_dataset, train_val_split
 from mimika.detection import PRESETS
 from mimika.metrics import format_p, mcnemar_p
 from mimika.model import Model
-from mimika.options import TrainOptions
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 START = "ferplus"
-FINETUNE = dict(epochs=10, lr=0.001, batch_size=32)  # `mimika finetune`'s defaults
-RECIPES = {"plain": {}, "augment": {"augment": True}, "keep": {"teacher": START},
-           "augment+keep": {"augment": True, "teacher": START}}
-
-
-def fine_tuned(recipe: str, faces, seed: int) -> Model:
-    """`ferplus` fine-tuned on `faces` by one of RECIPES."""
-    model = Model.load(START)
-    train(model, faces, None, TrainOptions(**FINETUNE, seed=seed, **RECIPES[recipe]), log=lambda _: None)
-    return model
+RECIPES = {"plain": {}, "augment": {"augment": True}, "keep": {"keep": 0.5},
+           "augment+keep": {"augment": True, "keep": 0.5}}  # beside finetune's defaults
 
 
 def scored(name: str, model, sets: dict, baseline: dict) -> dict:
@@ -58,7 +50,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--ckplus", default=str(SHARED / "ckplus"))
     ap.add_argument("--fer", default=str(SHARED / "fer2013" / "fer2013new.csv"))
-    ap.add_argument("--after", choices=list(RECIPES), help="the chosen recipe, read once on the held-out people")
+    ap.add_argument("--after", action="store_true", help="after the choice: every recipe, read once on the "
+                    "held-out people")
     a = ap.parse_args()
     start = Model.load(START)
     labels, spec = start.labels, start.config.crop
@@ -68,10 +61,8 @@ def main() -> None:
     fer = load_dataset(a.fer, spec).relabel(labels).split("PublicTest")
     if a.after:
         folder, people, who = e12b.train, e12b.val, "E12b's held-out people (read once)"
-        recipes = ["plain", a.after] if a.after != "plain" else ["plain"]
     else:
         folder, people, who = inner.train, inner.val, "validation people"
-        recipes = list(RECIPES)
     n_people = len(set(people.subjects.tolist()))
     print(f"folder: {len(folder)} peaks of {len(set(folder.subjects.tolist()))} people; {who}: "
           f"{len(people)} peaks of {n_people} people; FER+ PublicTest {len(fer)} faces")
@@ -79,8 +70,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     sets = {"people": people, "fer": fer}
     base = scored(START, start, sets, {})
-    for recipe in recipes:
-        scored(recipe, fine_tuned(recipe, folder, seed=0), sets, base)
+    for name, recipe in RECIPES.items():
+        scored(name, fine_tune(START, folder, log=lambda _: None, **recipe), sets, base)
 
 
 if __name__ == "__main__":

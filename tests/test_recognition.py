@@ -108,6 +108,13 @@ def test_finetune_and_evaluate_from_the_command_line(tmp_path, astronaut_face, c
     out = tmp_path / "mine.npz"
     assert main(["finetune", "--data", str(tmp_path / "mine"), "--out", str(out), "--epochs", "2"]) == 0
     assert "epoch 2" in capsys.readouterr().out
+    kept = tmp_path / "kept.npz"
+    assert main(["finetune", "--data", str(tmp_path / "mine"), "--out", str(kept), "--epochs", "1",
+                 "--augment", "--keep", "0.5"]) == 0
+    capsys.readouterr()
+    assert mimika.load_model(kept).config.info["fine_tuned"] == {"faces": 12, "epochs": 1, "lr": 0.001,
+                                                                 "augment": True, "keep": 0.5}
+    assert mimika.load_model(out).config.info["fine_tuned"]["keep"] == 0.0
     assert main(["evaluate", "--model", str(out), "--data", str(tmp_path / "mine"), "--json",
                  "--confusion", str(tmp_path / "cm.png")]) == 0
     rep = json.loads(capsys.readouterr().out)

@@ -192,6 +192,30 @@ def test_fine_tune_with_a_new_class_widens_the_head(astronaut_face):
     assert model.labels[0] == "neutral" and model.net.head.out_features == 8
 
 
+def test_fine_tuning_can_keep_the_starting_models_answers(tmp_path, two_class_set):
+    """`keep` is the share of each target the starting model answers: all of it, and the fine-tuned
+    model still answers as it did; none, and the faces' labels win."""
+    start = one_answer_teacher(tmp_path / "start.npz", two_class_set.labels, "surprise")
+    happy = two_class_set.subset(np.flatnonzero(two_class_set.y == two_class_set.labels.index("happiness")))
+    surprise = two_class_set.labels.index("surprise")
+    p_surprise = {keep: fine_tune(start, happy, epochs=4, lr=0.01, batch_size=8, augment=True, keep=keep,
+                                  log=quiet).predict_proba(happy.faces)[:, surprise].mean()
+                  for keep in (0.0, 1.0)}
+    assert p_surprise[0.0] < 0.3 and p_surprise[1.0] > 0.9
+    assert mimika.load_model(start).labels == two_class_set.labels  # the starting file is untouched
+
+
+def test_a_kept_starting_model_gives_a_class_it_never_learned_no_probability(two_class_set):
+    from mimika.training import kept_as_teacher
+    start = create_model("seed", labels=two_class_set.labels, seed=0)
+    wider = ["neutral"] + two_class_set.labels
+    teacher = kept_as_teacher(start, wider)
+    assert start.labels == two_class_set.labels  # a copy: the student is not changed
+    p, q = teacher.predict_proba(two_class_set.faces[:8]), start.predict_proba(two_class_set.faces[:8])
+    assert np.all(p[:, 0] < 1e-6)
+    np.testing.assert_allclose(p[:, 1:], q, atol=1e-5)
+
+
 def test_validation_figure_is_the_saved_models(ckplus_tree, tmp_path, capsys):
     """Per-epoch validation scores the weights as they are saved (float16 with --half, the model's
     test-time augmentation): the last epoch's figure, the saved file's and `evaluate`'s agree."""
