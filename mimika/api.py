@@ -98,6 +98,8 @@ def fine_tune(model: Model | str | os.PathLike, faces: np.ndarray | FaceSet, lab
     model = model if isinstance(model, Model) else Model.load(model)
     if not isinstance(faces, FaceSet) and labels is None:
         raise MimikaError("fine_tune needs a label per face (CK+ codes or emotion names)")
+    if not 0 <= keep <= 1:
+        raise MimikaError(f"keep {keep}: the share of each target the starting model answers is between 0 and 1")
     data = faces if isinstance(faces, FaceSet) else faces_from_arrays(faces, labels, model.config.crop, crop)
     start = model.labels
     new = [n for n in data.labels if n not in start]

@@ -203,6 +203,8 @@ def test_fine_tuning_can_keep_the_starting_models_answers(tmp_path, two_class_se
                   for keep in (0.0, 1.0)}
     assert p_surprise[0.0] < 0.3 and p_surprise[1.0] > 0.9
     assert mimika.load_model(start).labels == two_class_set.labels  # the starting file is untouched
+    with pytest.raises(MimikaError, match="keep 2: the share of each target"):
+        fine_tune(start, happy, epochs=1, keep=2, log=quiet)
 
 
 def test_a_kept_starting_model_gives_a_class_it_never_learned_no_probability(two_class_set):
