@@ -2,6 +2,8 @@
 
     python scripts/finetune_check.py                    # the choice: validation people + FER+ PublicTest
     python scripts/finetune_check.py --after            # every recipe, once, on E12b's held-out people
+    python scripts/finetune_check.py --beside 0 0.25 0.5 0.75   # E18: trained beside FER+, by teacher weight
+    python scripts/finetune_check.py --beside W --after     # E18's chosen weight, once
 
 A user's folder stands in as CK+'s labelled peaks (whole frames through the CNN detector and its
 aligned crop, as `mimika predict` reads a photo). E12b's split (`--val-subjects 0.2`, seed 0) holds
@@ -13,6 +15,9 @@ without `--augment` and `--keep 0.5` (the starting model answers half of each ta
 face: "learning without forgetting", Li and Hoiem 2016). Each is
 scored on the validation people's peaks (a neutral answer counted wrong) and on FER+ PublicTest
 (what fine-tuning may forget), with the faces only it / only `ferplus` gets right and McNemar p.
+`--beside W...` (E18) replaces them by the README's recipe for keeping the web photos: `mimika train
+--data fer2013new.csv --data yours/ --init ferplus --teacher ferplus --teacher-weight W` with E12c's
+settings (FER+'s Training photos beside the folder, 6 epochs), one run per teacher weight.
 """
 
 import argparse
@@ -20,16 +25,29 @@ from pathlib import Path
 
 import numpy as np
 
-from mimika.api import fine_tune
-from mimika.datasets import load_dataset, train_val_split
+from mimika.api import fine_tune, train
+from mimika.datasets import joined, load_dataset, train_val_split
 from mimika.detection import PRESETS
 from mimika.metrics import format_p, mcnemar_p
 from mimika.model import Model
+from mimika.options import TrainOptions
+from mimika.training import kept_as_teacher
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 START = "ferplus"
 RECIPES = {"plain": {}, "augment": {"augment": True}, "keep": {"keep": 0.5},
            "augment+keep": {"augment": True, "keep": 0.5}}  # beside finetune's defaults
+BESIDE = dict(epochs=6, batch_size=64, lr=0.005, schedule="cosine", weight_decay=5e-4, augment=True,
+              soft_labels=True)  # E12c's settings
+
+
+def trained_beside(web, folder, weight: float) -> Model:
+    """`ferplus` trained on the web photos and the folder together, itself the teacher at `weight`."""
+    model = Model.load(START)
+    teachers = [kept_as_teacher(model, model.labels)] if weight else []
+    train(model, joined([web, folder]), None, TrainOptions(**BESIDE, teacher_weight=weight), log=lambda _: None,
+          teachers=teachers)
+    return model
 
 
 def scored(name: str, model, sets: dict, baseline: dict) -> dict:
@@ -52,13 +70,16 @@ def main() -> None:
     ap.add_argument("--fer", default=str(SHARED / "fer2013" / "fer2013new.csv"))
     ap.add_argument("--after", action="store_true", help="after the choice: every recipe, read once on the "
                     "held-out people")
+    ap.add_argument("--beside", type=float, nargs="+", metavar="W", help="E18: trained beside FER+'s Training "
+                    "photos with the starting model as teacher at these weights, instead of the fine-tuning recipes")
     a = ap.parse_args()
     start = Model.load(START)
     labels, spec = start.labels, start.config.crop
     peaks = load_dataset(a.ckplus, spec, detector=PRESETS["cnn"]).relabel(labels)
     e12b = train_val_split(peaks, 0.2, seed=0)  # E12b's 24 held-out people: read only by --after
     inner = train_val_split(e12b.train, 0.2, seed=1)
-    fer = load_dataset(a.fer, spec).relabel(labels).split("PublicTest")
+    web = load_dataset(a.fer, spec).relabel(labels)
+    fer = web.split("PublicTest")
     if a.after:
         folder, people, who = e12b.train, e12b.val, "E12b's held-out people (read once)"
     else:
@@ -70,6 +91,10 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     sets = {"people": people, "fer": fer}
     base = scored(START, start, sets, {})
+    if a.beside:
+        for weight in a.beside:
+            scored(f"beside FER+, teacher {weight:g}", trained_beside(web.split("Training"), folder, weight), sets, base)
+        return
     for name, recipe in RECIPES.items():
         scored(name, fine_tune(START, folder, log=lambda _: None, **recipe), sets, base)
 
