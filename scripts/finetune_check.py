@@ -7,17 +7,16 @@
 
 A user's folder stands in as CK+'s labelled peaks (whole frames through the CNN detector and its
 aligned crop, as `mimika predict` reads a photo). E12b's split (`--val-subjects 0.2`, seed 0) holds
-24 people out; they decide nothing and are read once, by `--after`, after the choice (then the
-folder is all 94 other people). The choice is made on the
-other 94: 20% of them (seed 1) are the validation people, the rest the user's folder. Every
-recipe is `mimika finetune` from `ferplus` (`api.fine_tune`: 10 epochs, lr 0.001, batch 32) with or
-without `--augment` and `--keep 0.5` (the starting model answers half of each target on the same
-face: "learning without forgetting", Li and Hoiem 2016). Each is
-scored on the validation people's peaks (a neutral answer counted wrong) and on FER+ PublicTest
-(what fine-tuning may forget), with the faces only it / only `ferplus` gets right and McNemar p.
-`--beside W...` (E18) replaces them by the README's recipe for keeping the web photos: `mimika train
---data fer2013new.csv --data yours/ --init ferplus --teacher ferplus --teacher-weight W` with E12c's
-settings (FER+'s Training photos beside the folder, 6 epochs), one run per teacher weight.
+24 people out: they decide nothing and are read once, by `--after`, after the choice (the folder is
+then all 94 other people). The choice is made on those 94: 20% of them (seed 1) are the validation
+people, the rest the folder. E17's recipes are `mimika finetune` from `ferplus` (`api.fine_tune`: 10
+epochs, lr 0.001, batch 32) with or without `--augment` and `--keep 0.5` (the starting model answers
+half of each target on the same face: "learning without forgetting", Li and Hoiem 2016). `--beside
+W ...` (E18) replaces them by the recipe that trains beside the web photos: `mimika train --data
+fer2013new.csv --data yours/ --init ferplus --teacher ferplus --teacher-weight W` with E12c's
+settings (FER+'s Training photos beside the folder, 6 epochs; weight 0: no teacher), one run per
+weight. Each model is scored on the people's peaks (a neutral answer counted wrong) and on FER+
+PublicTest (what it may forget), with the faces only it / only `ferplus` gets right and McNemar p.
 """
 
 import argparse
