@@ -63,6 +63,11 @@ def among(probs: np.ndarray, classes: np.ndarray) -> np.ndarray:
     return out / np.maximum(out.sum(axis=1, keepdims=True), 1e-12)
 
 
+def recall_line(rep: dict, letters: int = 2) -> str:
+    """Each class present in a report with its recall, on one line ("an 0.31 co 0.00 ...")."""
+    return " ".join(f"{name[:letters]} {c['recall']:.2f}" for name, c in rep["per_class"].items() if c["support"])
+
+
 def format_report(rep: dict) -> str:
     """A readable table of a report."""
     ece = f"   calibration error (ECE, {ECE_BINS} bins) {rep['ece']:.4f}" if "ece" in rep else ""

@@ -53,6 +53,12 @@ def expected_calibration_error(probs: np.ndarray, y: np.ndarray, bins: int = ECE
     return float(ece)
 
 
+def only_right(right_a: np.ndarray, right_b: np.ndarray) -> tuple[int, int]:
+    """The faces only model a / only model b gets right (per-face booleans of the same faces): the
+    discordant pairs McNemar's test weighs."""
+    return int((right_a & ~right_b).sum()), int((right_b & ~right_a).sum())
+
+
 def mcnemar_p(only_a: int, only_b: int) -> float:
     """Exact two-sided McNemar test on the faces only one of two models gets right: how likely a split
     this uneven is if both models are equally good (so a gain of a few faces is not taken for one)."""

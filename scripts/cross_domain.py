@@ -21,6 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from mimika.evaluation import recall_line
 from mimika.export import update_model_config
 from mimika.config import resolve_model_path
 from mimika.runtime import load_predictor
@@ -80,12 +81,10 @@ def main() -> None:
                 args = [f"{a.data}/{rest[0]}", *rest[1:]] + (["--prior", prior] if prior != config.prior else [])
                 rep = evaluate(name, args)
                 before = evaluate(str(uncalibrated_copy(name, Path(tmp))), args)
-                recall = " ".join(f"{label[:2]} {c['recall']:.2f}" for label, c in rep["per_class"].items()
-                                  if c["support"])
                 moved = f" (T=1: {before['accuracy']:.3f})" if before["accuracy"] != rep["accuracy"] else ""
                 shown = " ".join(["mimika evaluate --model", name, "--data", *args]).replace(a.data, "../shared/data")
                 print(f"| `{name}` | {trained} | {tested} | {prior} | {rep['n']} | {rep['accuracy']:.3f}{moved} | "
-                      f"{rep['balanced_accuracy']:.3f} | {recall} | {before['ece']:.3f} -> {rep['ece']:.3f} "
+                      f"{rep['balanced_accuracy']:.3f} | {recall_line(rep)} | {before['ece']:.3f} -> {rep['ece']:.3f} "
                       f"(T {config.temperature:g}) | `{shown}` |", flush=True)
 
 

@@ -19,12 +19,11 @@ import numpy as np
 
 from mimika.datasets import load_dataset
 from mimika.detection import PRESETS
-from mimika.evaluation import report
-from mimika.metrics import format_p, mcnemar_p
+from mimika.evaluation import recall_line, report
+from mimika.metrics import format_p, mcnemar_p, only_right
 from mimika.runtime import load_predictor
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-SHORT = 2  # letters of a class name in the recall column
 
 
 def fold_answers(folder: Path) -> dict[str, str]:
@@ -62,12 +61,10 @@ def main() -> None:
              "every frame tested": np.ones(len(data), bool)}
     for view, mask in views.items():
         y = data.y[mask]
-        right = [folds[mask] == y, mine[mask] == y]
-        only_f, only_o = int((right[0] & ~right[1]).sum()), int((right[1] & ~right[0]).sum())
+        only_f, only_o = only_right(folds[mask] == y, mine[mask] == y)
         for name, pred in [("folds", folds[mask]), (a.against, mine[mask])]:
             rep = report(y, pred, labels)
-            recall = " ".join(f"{c[:SHORT]} {v['recall']:.2f}" for c, v in rep["per_class"].items() if v["support"])
-            print(f"| {view} | {name} | {len(y)} | {rep['accuracy']:.3f} | {rep['balanced_accuracy']:.3f} | {recall} | "
+            print(f"| {view} | {name} | {len(y)} | {rep['accuracy']:.3f} | {rep['balanced_accuracy']:.3f} | {recall_line(rep)} | "
                   f"{only_f} / {only_o} | {format_p(mcnemar_p(only_f, only_o))} |", flush=True)
 
 

@@ -27,7 +27,7 @@ import numpy as np
 from mimika.api import fine_tune, train
 from mimika.datasets import joined, load_dataset, train_val_split
 from mimika.detection import PRESETS
-from mimika.metrics import format_p, mcnemar_p
+from mimika.metrics import format_p, mcnemar_p, only_right
 from mimika.model import Model
 from mimika.options import TrainOptions
 from mimika.training import kept_as_teacher
@@ -55,7 +55,7 @@ def scored(name: str, model, sets: dict, baseline: dict) -> dict:
     cells = []
     for k, r in right.items():
         if baseline:
-            only_m, only_b = int((r & ~baseline[k]).sum()), int((baseline[k] & ~r).sum())
+            only_m, only_b = only_right(r, baseline[k])
             cells.append(f"{r.mean():.4f} | {only_m} / {only_b} | {format_p(mcnemar_p(only_m, only_b))}")
         else:
             cells.append(f"{r.mean():.4f} | - | -")

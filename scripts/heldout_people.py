@@ -20,12 +20,11 @@ import numpy as np
 
 from mimika.datasets import evaluation_set, load_dataset
 from mimika.detection import PRESETS
-from mimika.evaluation import among, report
-from mimika.metrics import format_p, mcnemar_p
+from mimika.evaluation import among, recall_line, report
+from mimika.metrics import format_p, mcnemar_p, only_right
 from mimika.runtime import load_predictor
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-SHORT = 2  # letters of a class name in the recall column
 
 
 def views(y: np.ndarray, neutral: int) -> dict[str, tuple[np.ndarray, bool]]:
@@ -62,11 +61,10 @@ def main() -> None:
             pred = p.argmax(1)
             right.append(pred == y)
             rep = report(y, pred, labels)
-            recall = " ".join(f"{c[:SHORT]} {v['recall']:.2f}" for c, v in rep["per_class"].items() if v["support"])
-            only_c, only_b = int((right[0] & ~right[-1]).sum()), int((right[-1] & ~right[0]).sum())
+            only_c, only_b = only_right(right[0], right[-1])
             versus = "- | -" if len(right) == 1 else f"{only_c} / {only_b} | {format_p(mcnemar_p(only_c, only_b))}"
             print(f"| {view} | {name} | {len(y)} | {rep['accuracy']:.3f} | {rep['balanced_accuracy']:.3f} | "
-                  f"{recall} | {versus} |", flush=True)
+                  f"{recall_line(rep)} | {versus} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -438,3 +438,12 @@ def test_mcnemar_p_by_hand():
     assert mcnemar_p(5, 5) == 1.0 and mcnemar_p(0, 0) == 1.0
     from mimika.metrics import format_p
     assert format_p(mcnemar_p(8, 2)) == "0.109" and format_p(mcnemar_p(20, 0)) == "1.9e-06"  # never 0.000
+
+
+def test_the_faces_only_one_model_gets_right_and_a_reports_recall_line():
+    from mimika.evaluation import recall_line, report
+    from mimika.metrics import only_right
+    a, b = np.array([1, 1, 0, 0, 1], bool), np.array([1, 0, 1, 0, 0], bool)
+    assert only_right(a, b) == (2, 1) and only_right(b, a) == (1, 2)
+    rep = report(np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1]), ["anger", "happiness", "surprise"])
+    assert recall_line(rep) == "an 0.50 ha 1.00"  # surprise has no face: left out
