@@ -1,6 +1,7 @@
 """A CK+ cross-validation's answers, face by face, against a model that never trained on CK+ (#11).
 
     python scripts/crossval_answers.py reports/ckplus-joint-neutral-10fold --against ferplus
+    python scripts/crossval_answers.py runs/e19-joint-10fold --also reports/ckplus-joint-ferplus-10fold
 
 `mimika crossval` keeps every test face's answer (by its source file) in crossval.json (in
 fold-N.json while it runs: a partial run is read from those). Both the folds' answers and the
@@ -8,7 +9,8 @@ other model's (whole frames through the CNN detector and its aligned crop, as `m
 reads a photo) are scored in two views of the cross-domain protocol: the labelled peaks with a
 neutral answer counted wrong, and every frame the cross-validation tested (with `--with-neutral`:
 the 8 classes). Each line ends with the faces only the folds / only the other model get right and
-the exact McNemar p-value of that split.
+the exact McNemar p-value of that split. `--also` adds other cross-validations of the same frames
+(another recipe on the same folds), each split against the first.
 """
 
 import argparse
@@ -41,9 +43,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("folder", type=Path)
     ap.add_argument("--against", default="ferplus")
+    ap.add_argument("--also", type=Path, nargs="*", default=[], help="other cross-validations of the same frames")
     ap.add_argument("--data", default=str(SHARED / "ckplus"))
     a = ap.parse_args()
     answers = fold_answers(a.folder)
+    also = {str(f): fold_answers(f) for f in a.also}
     other = load_predictor(a.against)
     labels = other.labels
     data = load_dataset(a.data, other.config.crop, detector=PRESETS["cnn"], with_neutral=True).relabel(labels)
@@ -53,6 +57,11 @@ def main() -> None:
         raise SystemExit(f"{a.data}: none of its frames is among {a.folder}'s answers")
     data = data.subset(np.flatnonzero(tested))
     folds = np.array([labels.index(answers[s]) for s, t in zip(sources, tested) if t])
+    for name, theirs in also.items():
+        if missing := sum(s not in theirs for s, t in zip(sources, tested) if t):
+            raise SystemExit(f"{name}: {missing} of the frames {a.folder} tested have no answer there")
+    also_pred = {name: np.array([labels.index(theirs[s]) for s, t in zip(sources, tested) if t])
+                 for name, theirs in also.items()}
     mine = other.predict_proba(data.faces).argmax(1)
     print(f"{a.folder}: {len(data)} frames tested, {len(set(data.subjects.tolist()))} people; against {a.against}")
     print("| view | model | n | accuracy | balanced accuracy | recall per class | only folds / only other | McNemar p |")
@@ -61,8 +70,11 @@ def main() -> None:
              "every frame tested": np.ones(len(data), bool)}
     for view, mask in views.items():
         y = data.y[mask]
-        only_f, only_o = only_right(folds[mask] == y, mine[mask] == y)
-        for name, pred in [("folds", folds[mask]), (a.against, mine[mask])]:
+        right = folds[mask] == y
+        split = only_right(right, mine[mask] == y)
+        rows = [("folds", folds[mask], split), (a.against, mine[mask], split)]
+        rows += [(name, pred[mask], only_right(right, pred[mask] == y)) for name, pred in also_pred.items()]
+        for name, pred, (only_f, only_o) in rows:
             rep = report(y, pred, labels)
             print(f"| {view} | {name} | {len(y)} | {rep['accuracy']:.3f} | {rep['balanced_accuracy']:.3f} | {recall_line(rep)} | "
                   f"{only_f} / {only_o} | {format_p(mcnemar_p(only_f, only_o))} |", flush=True)
