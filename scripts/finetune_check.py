@@ -4,6 +4,7 @@
     python scripts/finetune_check.py --after            # every recipe, once, on E12b's held-out people
     python scripts/finetune_check.py --beside 0 0.25 0.5 0.75   # E18: trained beside FER+, by teacher weight
     python scripts/finetune_check.py --beside W --after     # E18's chosen weight, once
+    python scripts/finetune_check.py --beside 0 --balanced [--after]   # E22: and under the balanced prior
 
 A user's folder stands in as CK+'s labelled peaks (whole frames through the CNN detector and its
 aligned crop, as `mimika predict` reads a photo). E12b's split (`--val-subjects 0.2`, seed 0) holds
@@ -17,14 +18,17 @@ fer2013new.csv --data yours/ --init ferplus --teacher ferplus --teacher-weight W
 settings (FER+'s Training photos beside the folder, 6 epochs; weight 0: no teacher), one run per
 weight. Each model is scored on the people's peaks (a neutral answer counted wrong) and on FER+
 PublicTest (what it may forget), with the faces only it / only `ferplus` gets right and McNemar p.
+`--balanced` (E22) also scores each model trained beside the web photos under the balanced prior
+(temperature and balance fitted on PublicTest as `mimika calibrate` does, with the class shares of
+its training faces), and adds the people's frames (their neutral first frames too: 8 classes).
 """
 
 import argparse
 from pathlib import Path
 
-import numpy as np
-
 from mimika.api import fine_tune, train
+from mimika.calibration import balance_for, class_prior, prediction_logits, temperature_for
+from mimika.config import with_settings
 from mimika.datasets import joined, load_dataset, train_val_split
 from mimika.detection import PRESETS
 from mimika.metrics import format_p, mcnemar_p, only_right
@@ -49,6 +53,16 @@ def trained_beside(web, folder, weight: float) -> Model:
     return model
 
 
+def answering_balanced(model: Model, fer, train_y):
+    """The model under the balanced prior, its temperature and balance fitted on the validation photos
+    `fer` as `mimika calibrate` fits them; and the balance."""
+    z = prediction_logits(model, fer.faces)
+    temperature = temperature_for(z, fer.y)
+    prior = class_prior(train_y, len(model.labels))
+    balance = balance_for(z, fer.y, temperature, prior)
+    return with_settings(model, temperature=temperature, class_prior=prior, balance=balance, prior="balanced"), balance
+
+
 def scored(name: str, model, sets: dict, baseline: dict) -> dict:
     """Right/wrong per face of each set, printed with accuracy and the split against the baseline."""
     right = {k: model.predict_proba(s.faces).argmax(1) == s.y for k, s in sets.items()}
@@ -71,6 +85,8 @@ def main() -> None:
                     "held-out people")
     ap.add_argument("--beside", type=float, nargs="+", metavar="W", help="E18: trained beside FER+'s Training "
                     "photos with the starting model as teacher at these weights, instead of the fine-tuning recipes")
+    ap.add_argument("--balanced", action="store_true", help="E22: with --beside, each model also under the balanced "
+                    "prior; the people's frames (8 classes) scored too")
     a = ap.parse_args()
     start = Model.load(START)
     labels, spec = start.labels, start.config.crop
@@ -86,13 +102,21 @@ def main() -> None:
     n_people = len(set(people.subjects.tolist()))
     print(f"folder: {len(folder)} peaks of {len(set(folder.subjects.tolist()))} people; {who}: "
           f"{len(people)} peaks of {n_people} people; FER+ PublicTest {len(fer)} faces")
-    print("| model | people: accuracy | only it / only ferplus | p | PublicTest: accuracy | only it / only ferplus | p |")
-    print("|---|---|---|---|---|---|---|")
     sets = {"people": people, "fer": fer}
+    if a.balanced:
+        frames = load_dataset(a.ckplus, spec, detector=PRESETS["cnn"], with_neutral=True).relabel(labels)
+        sets["frames"] = frames.with_subjects(sorted(set(people.subjects.tolist())))
+    names = {"people": "people", "fer": "PublicTest", "frames": "people's frames, 8 classes"}
+    print("| model | " + " | ".join(f"{names[k]}: accuracy | only it / only ferplus | p" for k in sets) + " |")
+    print("|---|" + "---|---|---|" * len(sets))
     base = scored(START, start, sets, {})
     if a.beside:
         for weight in a.beside:
-            scored(f"beside FER+, teacher {weight:g}", trained_beside(web.split("Training"), folder, weight), sets, base)
+            model = trained_beside(web.split("Training"), folder, weight)
+            scored(f"beside FER+, teacher {weight:g}", model, sets, base)
+            if a.balanced:
+                balanced, b = answering_balanced(model, fer, joined([web.split("Training"), folder]).relabel(labels).y)
+                scored(f"the same, balanced prior (balance {b:g})", balanced, sets, base)
         return
     for name, recipe in RECIPES.items():
         scored(name, fine_tune(START, folder, log=lambda _: None, **recipe), sets, base)
