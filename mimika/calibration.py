@@ -91,6 +91,13 @@ def calibrate(path, faces: np.ndarray, y: np.ndarray, train_y: np.ndarray, model
     from .export import update_model_config
     from .runtime import load_predictor
     model = model or load_predictor(path)
+    f = fit_calibration(model, faces, y, train_y)
+    update_model_config(path, model, temperature=f.temperature, class_prior=f.class_prior, balance=f.balance)
+    return f
+
+
+def fit_calibration(model, faces: np.ndarray, y: np.ndarray, train_y: np.ndarray) -> Fitted:
+    """What `calibrate` stores, fitted for a model in memory (`with_settings` applies it)."""
     n = len(model.labels)
     z = prediction_logits(model, faces)  # the network runs once; every fit is tried on its logits
     before = expected_calibration_error(probabilities(z, model.config.temperature), y)
@@ -99,7 +106,6 @@ def calibrate(path, faces: np.ndarray, y: np.ndarray, train_y: np.ndarray, model
     balance = balance_for(z, y, temperature, prior)
     plain = probabilities(z, temperature).argmax(1)
     balanced = probabilities(z, temperature, -balance * np.log(prior)).argmax(1)
-    update_model_config(path, model, temperature=temperature, class_prior=prior, balance=balance)
     return Fitted(temperature, before, expected_calibration_error(probabilities(z, temperature), y), prior, balance,
                   (balanced_accuracy(y, plain, n), balanced_accuracy(y, balanced, n)),
                   (float((plain == y).mean()), float((balanced == y).mean())))

@@ -27,7 +27,7 @@ import argparse
 from pathlib import Path
 
 from mimika.api import fine_tune, train
-from mimika.calibration import balance_for, class_prior, prediction_logits, temperature_for
+from mimika.calibration import fit_calibration
 from mimika.config import with_settings
 from mimika.datasets import joined, load_dataset, train_val_split
 from mimika.detection import PRESETS
@@ -56,11 +56,9 @@ def trained_beside(web, folder, weight: float) -> Model:
 def answering_balanced(model: Model, fer, train_y):
     """The model under the balanced prior, its temperature and balance fitted on the validation photos
     `fer` as `mimika calibrate` fits them; and the balance."""
-    z = prediction_logits(model, fer.faces)
-    temperature = temperature_for(z, fer.y)
-    prior = class_prior(train_y, len(model.labels))
-    balance = balance_for(z, fer.y, temperature, prior)
-    return with_settings(model, temperature=temperature, class_prior=prior, balance=balance, prior="balanced"), balance
+    f = fit_calibration(model, fer.faces, fer.y, train_y)
+    return with_settings(model, temperature=f.temperature, class_prior=f.class_prior, balance=f.balance,
+                         prior="balanced"), f.balance
 
 
 def scored(name: str, model, sets: dict, baseline: dict) -> dict:

@@ -80,10 +80,10 @@ def test_calibrate_stores_the_prior_and_prediction_can_answer_balanced(tmp_path,
     `--prior balanced` (CLI) / `prior="balanced"` (API) then subtracts balance x log(share) from
     the logits, so the rarest class gains probability on every face; `configure --fitted-from`
     copies it all to the other file of the same weights; a file without shares refuses it in
-    one line."""
+    one line. `fit_calibration` fits the same for a model in memory and writes nothing."""
     import cv2
     from mimika import Recognizer
-    from mimika.calibration import calibrate, probabilities, prediction_logits
+    from mimika.calibration import calibrate, fit_calibration, probabilities, prediction_logits
     model = create_model("vgg48", seed=2)
     model.save(tmp_path / "m.npz")
     onnx_path = export_onnx(model, tmp_path / "m.onnx", half=False)
@@ -96,6 +96,11 @@ def test_calibrate_stores_the_prior_and_prediction_can_answer_balanced(tmp_path,
     y = rng.integers(0, 7, 60)
     train_y = rng.choice(7, 5000, p=[0.4, 0.1, 0.01, 0.02, 0.05, 0.3, 0.12])
     fitted = calibrate(onnx_path, faces, y, train_y)
+    stored = Path(onnx_path).read_bytes()
+    again = fit_calibration(OnnxModel(onnx_path), faces, y, train_y)  # for a model in memory: no file written
+    assert (again.temperature, again.class_prior, again.balance) == (fitted.temperature, fitted.class_prior,
+                                                                     fitted.balance)
+    assert Path(onnx_path).read_bytes() == stored
     onnx_model = OnnxModel(onnx_path)
     c = onnx_model.config
     assert c.class_prior == fitted.class_prior and c.balance == fitted.balance and c.prior == "training"
