@@ -59,6 +59,13 @@ def only_right(right_a: np.ndarray, right_b: np.ndarray) -> tuple[int, int]:
     return int((right_a & ~right_b).sum()), int((right_b & ~right_a).sum())
 
 
+def mcnemar_cells(right_a: np.ndarray, right_b: np.ndarray) -> str:
+    """Two cells of a comparison table, "only a / only b | p": the faces only model a / only model b
+    gets right and McNemar's exact p of that split (every experiment script reports it so)."""
+    only_a, only_b = only_right(right_a, right_b)
+    return f"{only_a} / {only_b} | {format_p(mcnemar_p(only_a, only_b))}"
+
+
 def mcnemar_p(only_a: int, only_b: int) -> float:
     """Exact two-sided McNemar test on the faces only one of two models gets right: how likely a split
     this uneven is if both models are equally good (so a gain of a few faces is not taken for one)."""

@@ -31,7 +31,7 @@ from mimika.config import tta_views
 from mimika.datasets import load_dataset, train_val_split
 from mimika.detection import PRESETS
 from mimika.evaluation import report
-from mimika.metrics import format_p, mcnemar_p, only_right
+from mimika.metrics import mcnemar_cells
 from mimika.model import Model
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -81,12 +81,7 @@ def scored(name: str, model, sets: dict, baseline: dict) -> dict:
     for k, s in sets.items():
         rep = report(s.y, answers[k], s.labels)
         cell = f"{rep['accuracy']:.4f} ({rep['balanced_accuracy']:.3f})"
-        if baseline:
-            only_m, only_b = only_right(answers[k] == s.y, baseline[k] == s.y)
-            cell += f" | {only_m} / {only_b} | {format_p(mcnemar_p(only_m, only_b))}"
-        else:
-            cell += " | - | -"
-        cells.append(cell)
+        cells.append(cell + (f" | {mcnemar_cells(answers[k] == s.y, baseline[k] == s.y)}" if baseline else " | - | -"))
     print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
     return answers
 

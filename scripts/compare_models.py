@@ -19,7 +19,7 @@ import numpy as np
 from mimika.calibration import class_prior, prediction_logits
 from mimika.datasets import load_dataset
 from mimika.evaluation import report
-from mimika.metrics import format_p, mcnemar_p, only_right
+from mimika.metrics import mcnemar_cells
 from mimika.runtime import load_predictor
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -49,10 +49,9 @@ def main() -> None:
             pred = (z - tau * log_prior).argmax(1)
             right.append(pred == val.y)
             reps.append(report(val.y, pred, labels))
-        only_c, only_o = only_right(right[0], right[1])
         acc = " vs ".join(f"{r['accuracy']:.4f}" for r in reps)
         bal = " vs ".join(f"{r['balanced_accuracy']:.4f}" for r in reps)
-        print(f"| {tau:g} | {acc} | {bal} | {only_c} / {only_o} | {format_p(mcnemar_p(only_c, only_o))} |", flush=True)
+        print(f"| {tau:g} | {acc} | {bal} | {mcnemar_cells(right[0], right[1])} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import numpy as np
 from mimika.datasets import load_dataset
 from mimika.detection import PRESETS
 from mimika.evaluation import recall_line, report
-from mimika.metrics import format_p, mcnemar_p, only_right
+from mimika.metrics import mcnemar_cells
 from mimika.runtime import load_predictor
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -56,12 +56,15 @@ def main() -> None:
     if not tested.any():
         raise SystemExit(f"{a.data}: none of its frames is among {a.folder}'s answers")
     data = data.subset(np.flatnonzero(tested))
-    folds = np.array([labels.index(answers[s]) for s, t in zip(sources, tested) if t])
-    for name, theirs in also.items():
-        if missing := sum(s not in theirs for s, t in zip(sources, tested) if t):
+    kept = [s for s, t in zip(sources, tested) if t]
+
+    def answered(name: str, by_source: dict[str, str]) -> np.ndarray:
+        """A cross-validation's answers to the tested frames, as label indices."""
+        if missing := sum(s not in by_source for s in kept):
             raise SystemExit(f"{name}: {missing} of the frames {a.folder} tested have no answer there")
-    also_pred = {name: np.array([labels.index(theirs[s]) for s, t in zip(sources, tested) if t])
-                 for name, theirs in also.items()}
+        return np.array([labels.index(by_source[s]) for s in kept])
+    folds = answered(str(a.folder), answers)
+    also_pred = {name: answered(name, theirs) for name, theirs in also.items()}
     mine = other.predict_proba(data.faces).argmax(1)
     print(f"{a.folder}: {len(data)} frames tested, {len(set(data.subjects.tolist()))} people; against {a.against}")
     print("| view | model | n | accuracy | balanced accuracy | recall per class | only folds / only other | McNemar p |")
@@ -71,14 +74,13 @@ def main() -> None:
     for view, mask in views.items():
         y = data.y[mask]
         right = folds[mask] == y
-        split = only_right(right, mine[mask] == y)
-        rows = [("folds", folds[mask], split), (a.against, mine[mask], split)]
-        rows += [(name, pred[mask], only_right(right, pred[mask] == y)) for name, pred in also_pred.items()]
-        for name, pred, (only_f, only_o) in rows:
+        mine_right = mine[mask] == y
+        rows = [("folds", folds[mask], mine_right), (a.against, mine[mask], mine_right)]
+        rows += [(name, pred[mask], pred[mask] == y) for name, pred in also_pred.items()]
+        for name, pred, other_right in rows:
             rep = report(y, pred, labels)
             print(f"| {view} | {name} | {len(y)} | {rep['accuracy']:.3f} | {rep['balanced_accuracy']:.3f} | {recall_line(rep)} | "
-                  f"{only_f} / {only_o} | {format_p(mcnemar_p(only_f, only_o))} |", flush=True)
-
+                  f"{mcnemar_cells(right, other_right)} |", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -31,7 +31,7 @@ from mimika.calibration import fit_calibration
 from mimika.config import with_settings
 from mimika.datasets import joined, load_dataset, train_val_split
 from mimika.detection import PRESETS
-from mimika.metrics import format_p, mcnemar_p, only_right
+from mimika.metrics import mcnemar_cells
 from mimika.model import Model
 from mimika.options import TrainOptions
 from mimika.training import kept_as_teacher
@@ -64,13 +64,7 @@ def answering_balanced(model: Model, fer, train_y):
 def scored(name: str, model, sets: dict, baseline: dict) -> dict:
     """Right/wrong per face of each set, printed with accuracy and the split against the baseline."""
     right = {k: model.predict_proba(s.faces).argmax(1) == s.y for k, s in sets.items()}
-    cells = []
-    for k, r in right.items():
-        if baseline:
-            only_m, only_b = only_right(r, baseline[k])
-            cells.append(f"{r.mean():.4f} | {only_m} / {only_b} | {format_p(mcnemar_p(only_m, only_b))}")
-        else:
-            cells.append(f"{r.mean():.4f} | - | -")
+    cells = [f"{r.mean():.4f} | " + (mcnemar_cells(r, baseline[k]) if baseline else "- | -") for k, r in right.items()]
     print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
     return right
 
@@ -109,11 +103,13 @@ def main() -> None:
     print("|---|" + "---|---|---|" * len(sets))
     base = scored(START, start, sets, {})
     if a.beside:
+        web_train = web.split("Training")
+        train_y = joined([web_train, folder]).relabel(labels).y  # the class shares --balanced is fitted with
         for weight in a.beside:
-            model = trained_beside(web.split("Training"), folder, weight)
+            model = trained_beside(web_train, folder, weight)
             scored(f"beside FER+, teacher {weight:g}", model, sets, base)
             if a.balanced:
-                balanced, b = answering_balanced(model, fer, joined([web.split("Training"), folder]).relabel(labels).y)
+                balanced, b = answering_balanced(model, fer, train_y)
                 scored(f"the same, balanced prior (balance {b:g})", balanced, sets, base)
         return
     for name, recipe in RECIPES.items():

@@ -21,7 +21,7 @@ import numpy as np
 from mimika.datasets import evaluation_set, load_dataset
 from mimika.detection import PRESETS
 from mimika.evaluation import among, recall_line, report
-from mimika.metrics import format_p, mcnemar_p, only_right
+from mimika.metrics import mcnemar_cells
 from mimika.runtime import load_predictor
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -61,8 +61,7 @@ def main() -> None:
             pred = p.argmax(1)
             right.append(pred == y)
             rep = report(y, pred, labels)
-            only_c, only_b = only_right(right[0], right[-1])
-            versus = "- | -" if len(right) == 1 else f"{only_c} / {only_b} | {format_p(mcnemar_p(only_c, only_b))}"
+            versus = "- | -" if len(right) == 1 else mcnemar_cells(right[0], right[-1])
             print(f"| {view} | {name} | {len(y)} | {rep['accuracy']:.3f} | {rep['balanced_accuracy']:.3f} | "
                   f"{recall_line(rep)} | {versus} |", flush=True)
 

@@ -442,8 +442,9 @@ def test_mcnemar_p_by_hand():
 
 def test_the_faces_only_one_model_gets_right_and_a_reports_recall_line():
     from mimika.evaluation import recall_line, report
-    from mimika.metrics import only_right
+    from mimika.metrics import mcnemar_cells, only_right
     a, b = np.array([1, 1, 0, 0, 1], bool), np.array([1, 0, 1, 0, 0], bool)
     assert only_right(a, b) == (2, 1) and only_right(b, a) == (1, 2)
+    assert mcnemar_cells(a, b) == "2 / 1 | 1.000"  # the two table cells every comparison script prints
     rep = report(np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1]), ["anger", "happiness", "surprise"])
     assert recall_line(rep) == "an 0.50 ha 1.00"  # surprise has no face: left out
