@@ -45,8 +45,10 @@ class TrainOptions:
                         "(timm's model EMA, e.g. 0.999: an average over about 1/(1-decay) steps): validation "
                         "scores the average and the run saves it. 0: the last step's weights", low=0, high=0.99999)
     teacher: str = option("", "distil from trained models (model files, comma-separated, with the student's "
-                          "labels and input): the targets become (1 - w) x the labels + w x the teachers' average "
-                          "probabilities on the same augmented faces (knowledge distillation, Hinton et al. 2015)",
+                          "input): the targets become (1 - w) x the labels + w x the teachers' average "
+                          "probabilities on the same augmented faces (knowledge distillation, Hinton et al. 2015). "
+                          "Classes are matched by name; a teacher lacking some of the student's classes moves a "
+                          "face's label mass only among the classes it knows",
                           metavar="MODEL[,MODEL...]")
     teacher_weight: float = option(0.5, "the weight w of the teachers' probabilities in the targets "
                                    "(with --teacher)", low=0, high=1)

@@ -22,7 +22,7 @@ import copy
 import json
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -109,25 +109,47 @@ def logit_offset(data: FaceSet, options: TrainOptions) -> torch.Tensor | None:
     return torch.from_numpy((options.logit_adjust * np.log(class_shares(counts))).astype(np.float32))
 
 
-def load_teachers(options: TrainOptions, student: Model, device, given: Sequence[Model] = ()) -> list[nn.Module]:
+@dataclass
+class Teacher:
+    """A frozen network and, for each of the student's classes, the teacher's output column for it
+    (-1 where the teacher never learned that class)."""
+    net: nn.Module
+    columns: torch.Tensor
+
+    def targets(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The teacher's answer on faces `x`, in the student's classes. A teacher that lacks some of
+        them only moves each face's label mass among the classes it knows: a class it never learned
+        keeps the face's own label share, so distilling from it does not starve that class."""
+        logits = self.net(x).float()
+        known = self.columns >= 0
+        p = torch.zeros_like(labels)
+        p[:, known] = torch.softmax(logits[:, self.columns[known]], dim=1)
+        if bool(known.all()):
+            return p
+        return labels * ~known + p * labels[:, known].sum(dim=1, keepdim=True)
+
+
+def load_teachers(options: TrainOptions, student: Model, device, given: Sequence[Model] = ()) -> list[Teacher]:
     """The networks of --teacher and the `given` models, frozen, in eval mode on the training device
-    (in the student's memory layout); each must answer with the student's labels from the student's
-    input, or one line says what differs."""
-    nets = []
+    (in the student's memory layout); each must take the student's input and know at least two of
+    its classes (matched by name), or one line says what differs."""
+    teachers = []
     named = [(p.strip(), Model.load(p.strip())) for p in options.teacher.split(",") if p.strip()]
     for path, teacher in named + [("the starting model", m) for m in given]:
         t, s = teacher.config, student.config
-        if t.labels != s.labels:
-            raise MimikaError(f"{path}: a teacher needs the student's labels ({', '.join(s.labels)}); "
-                              f"it has {', '.join(t.labels)}")
+        if sum(name in t.labels for name in s.labels) < 2:
+            raise MimikaError(f"{path}: a teacher needs at least two of the student's labels "
+                              f"({', '.join(s.labels)}); it has {', '.join(t.labels)}")
         if (t.crop, t.mean, t.std) != (s.crop, s.mean, s.std):
             raise MimikaError(f"{path}: a teacher needs the student's input ({s.crop.width}x{s.crop.height} faces, "
                               f"margin {s.crop.margin}, mean {s.mean}, std {s.std}); it takes {t.crop.width}x"
                               f"{t.crop.height}, margin {t.crop.margin}, mean {t.mean}, std {t.std}")
         net = teacher.net.to(device).eval()
         net.requires_grad_(False)
-        nets.append(net.to(memory_format=torch.channels_last) if options.channels_last else net)
-    return nets
+        columns = torch.tensor([t.labels.index(n) if n in t.labels else -1 for n in s.labels], device=device)
+        teachers.append(Teacher(net.to(memory_format=torch.channels_last) if options.channels_last else net,
+                                columns))
+    return teachers
 
 
 def kept_as_teacher(model: Model, labels: list[str]) -> Model:
@@ -293,10 +315,11 @@ class Trainer:
 
     def distilled(self, x: torch.Tensor, y: torch.Tensor, soft: bool) -> torch.Tensor:
         """The targets of a batch with the teachers' answers on the same faces mixed in:
-        (1 - w) x the labels (class indices or vote distributions) + w x the teachers' average."""
+        (1 - w) x the labels (class indices or vote distributions) + w x the teachers' average
+        (each in the student's classes: `Teacher.targets`)."""
+        labels = y.float() if soft else nn.functional.one_hot(y, len(self.model.labels)).float()
         with torch.no_grad(), _autocast(self.world.device, self.amp):
-            p = torch.stack([torch.softmax(t(x).float(), dim=1) for t in self.teachers]).mean(dim=0)
-        labels = y.float() if soft else nn.functional.one_hot(y, p.shape[1]).float()
+            p = torch.stack([t.targets(x, labels) for t in self.teachers]).mean(dim=0)
         return (1 - self.options.teacher_weight) * labels + self.options.teacher_weight * p
 
     def scored(self) -> Model:

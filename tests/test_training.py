@@ -112,11 +112,32 @@ def test_distillation_learns_the_teachers_answers(tmp_path, two_class_set):
     assert p_surprise[1.0] > 0.9  # the teacher alone: everything is surprise
 
 
+def test_a_teacher_answers_in_the_students_classes_by_name(tmp_path):
+    """A teacher with other classes in another order: its answer is read by class name, and a class
+    it never learned (anger) keeps each face's own label share instead of losing it."""
+    from mimika.training import load_teachers
+    student = create_model("seed", labels=["happiness", "surprise", "anger"])
+    path = one_answer_teacher(tmp_path / "t.npz", ["surprise", "fear", "happiness"], "surprise")
+    teacher, = load_teachers(TrainOptions(teacher=path), student, "cpu")
+    x = student.to_input(np.zeros((2, 96, 96), np.uint8))
+    labels = torch.tensor([[0.5, 0.2, 0.3], [0.0, 0.0, 1.0]])
+    q = teacher.targets(x, labels)
+    assert torch.allclose(q.sum(dim=1), torch.ones(2))
+    assert torch.equal(q[:, 2], labels[:, 2])  # anger: the labels' own share
+    assert q[0, 1] > 0.69 and q[0, 0] < 0.01  # the other 0.7: nearly all surprise, as the teacher says
+    assert torch.equal(q[1], labels[1])  # a face labelled only with anger: nothing to move
+
+    same = one_answer_teacher(tmp_path / "s.npz", student.labels, "surprise")
+    teacher, = load_teachers(TrainOptions(teacher=same), student, "cpu")
+    expected = torch.softmax(torch.tensor([0.0, 8.0, 0.0]), dim=0)
+    assert torch.allclose(teacher.targets(x, labels), expected.expand(2, 3))  # all classes known: its softmax
+
+
 def test_a_teacher_must_fit_the_student(tmp_path, two_class_set):
-    other_labels = one_answer_teacher(tmp_path / "a.npz", ["anger", "happiness", "surprise"], "anger")
+    other_labels = one_answer_teacher(tmp_path / "a.npz", ["anger", "happiness", "fear"], "anger")
     smaller = create_model("vgg48", labels=two_class_set.labels)
     smaller.save(tmp_path / "b.npz")
-    for path, problem in [(other_labels, "a teacher needs the student's labels"),
+    for path, problem in [(other_labels, "a teacher needs at least two of the student's labels"),
                           (str(tmp_path / "b.npz"), "a teacher needs the student's input .96x96 faces")]:
         with pytest.raises(MimikaError, match=problem):
             mimika.train(create_model("seed", labels=two_class_set.labels), two_class_set,
