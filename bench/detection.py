@@ -29,9 +29,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 import statistics
-import sys
 import time
 import warnings
 from collections import defaultdict
@@ -77,7 +75,7 @@ def contains(box, x, y) -> bool:
 def score(found, gts, min_gt: int) -> tuple[int, int, int]:
     """(faces counted, faces found, false detections) for one photo; greedy one-to-one matching."""
     centre = lambda b: (b[0] + b[2] / 2, b[1] + b[3] / 2)
-    used, hits = set(), 0
+    hits = 0
     counted = [i for i, g in enumerate(gts) if not g[4] and min(g[2], g[3]) >= min_gt]
     order = counted + [i for i in range(len(gts)) if i not in counted]
     matched_det = set()

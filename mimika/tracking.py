@@ -42,7 +42,7 @@ class _Track:
     def predicted(self) -> Box:
         if len(self.boxes) < 2:
             return self.boxes[-1]
-        (x1, y1, w1, h1), (x2, y2, w2, h2) = self.boxes[-2], self.boxes[-1]
+        (x1, y1, _, _), (x2, y2, w2, h2) = self.boxes[-2], self.boxes[-1]
         step = 1 + self.missing
         return (round(x2 + (x2 - x1) * step), round(y2 + (y2 - y1) * step), w2, h2)
 

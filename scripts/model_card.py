@@ -99,7 +99,7 @@ def main() -> None:
                   f"Per class, `{onnx_path.name}`:", ""]
     else:
         lines += [f"Reproduce: `{' '.join(eval_cmd)}`", "",
-                  f"| n | accuracy | balanced accuracy |", "|---|---|---|",
+                  "| n | accuracy | balanced accuracy |", "|---|---|---|",
                   f"| {rep['n']} | {rep['accuracy']:.4f} | {rep['balanced_accuracy']:.4f} |", ""]
     lines += ["```", table.rstrip(), "```", ""]
     if a.notes:

@@ -140,7 +140,6 @@ def test_hostile_model_files_end_in_one_line(tmp_path, case, message):
         doc["model"]["crop"]["width"] = 10 ** 9
         path = _npz_with(tmp_path, "m.npz", doc, arrays)
     elif case == "absurd_shape":  # a valid archive whose entry header claims 10^12 floats for its 1 KB
-        import zipfile
         path = _npz_with(tmp_path, "m.npz", doc, arrays)
         header = "{'descr': '<f4', 'fortran_order': False, 'shape': (1000000000000,), }"
         header = header.ljust(118) + "\n"

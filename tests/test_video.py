@@ -5,7 +5,6 @@ import json
 import cv2
 import numpy as np
 
-import mimika
 from mimika.cli import main
 from mimika.results import Face
 from mimika.tracking import FaceTracker
