@@ -42,7 +42,14 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name: str):
     if name in _EXPORTS:
-        value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+        try:
+            module = import_module(f".{_EXPORTS[name]}", __name__)
+        except ModuleNotFoundError as e:
+            if e.name != "torch":
+                raise
+            raise ModuleNotFoundError(f"mimika.{name} needs PyTorch, which this install leaves out (prediction "
+                                      "does not need it): pip install 'mimika[train]'", name="torch") from None
+        value = getattr(module, name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'mimika' has no attribute {name!r}")

@@ -622,6 +622,12 @@ def main(argv: list[str] | None = None) -> int:
     except MimikaError as e:
         print(f"mimika: error: {e}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as e:
+        if e.name != "torch":
+            raise
+        print(f"mimika: error: `mimika {args.command}` needs PyTorch, which this install leaves out (prediction "
+              "does not need it): pip install 'mimika[train]'", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("mimika: interrupted", file=sys.stderr)
         return 130

@@ -141,6 +141,21 @@ def test_prediction_never_imports_torch(astronaut_path):
     assert r.returncode == 0 and "torch" not in r.stderr.split()
 
 
+def test_training_without_torch_says_what_to_install(tmp_path):
+    """The quick start's first line installs prediction only: a training command or name then asks
+    for PyTorch in one line, not a traceback."""
+    block = "import sys; sys.modules['torch'] = None; "  # `import torch` fails, as where it is not installed
+    r = subprocess.run([sys.executable, "-c", block + "from mimika.cli import main; sys.exit(main(sys.argv[1:]))",
+                        "train", "--data", str(tmp_path), "--out", str(tmp_path / "m.npz")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip() == ("mimika: error: `mimika train` needs PyTorch, which this install leaves out "
+                                "(prediction does not need it): pip install 'mimika[train]'")
+    r = subprocess.run([sys.executable, "-c", block + "import mimika; mimika.load_model('ferplus')"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "mimika.load_model needs PyTorch" in r.stderr.splitlines()[-1]
+
+
 def test_recognizer_accepts_npz_onnx_and_loaded_models(astronaut_path):
     files = shipped_models()[mimika.config.DEFAULT_MODEL]
     results = [mimika.Recognizer(m).get(astronaut_path)[0]
