@@ -1,14 +1,18 @@
 """Is a candidate model better than the shipped one on validation data, beyond noise? (issue #11)
 
     python scripts/compare_models.py CANDIDATE [--against ferplus] [--taus 0 0.2 0.4 0.6]
-        [--data ../shared/data/fer2013/fer2013new.csv]
+        [--data ../shared/data/fer2013/fer2013new.csv] [--split PublicTest]
+    python scripts/compare_models.py CANDIDATE --split PrivateTest --taus 0              # after a decision
+    python scripts/compare_models.py CANDIDATE --data ../shared/data/ckplus --taus 0     # after a decision
 
 Both models read the same PublicTest faces with their own test-time views. For each tau (the
 logit adjustment of scripts/logit_adjustment.py: logits minus tau x log of each class's share of
 the Training faces; 0 is the training prior) it prints each model's accuracy and balanced accuracy,
 the faces only one of them gets right, and the exact two-sided McNemar p-value of that split: a
 candidate is better only where it wins at p < 0.05, so a gain of a few faces is not mistaken for
-one. reports/experiments.md records the decisions.
+one. reports/experiments.md records the decisions. The same comparison on a test set (`--split
+PrivateTest`, or CK+'s peaks, whole frames through the CNN detector with a neutral answer counted
+wrong) is for the replacement gate of issue #11, measured once after a decision.
 """
 
 import argparse
@@ -18,6 +22,7 @@ import numpy as np
 
 from mimika.calibration import class_prior, prediction_logits
 from mimika.datasets import load_dataset
+from mimika.detection import get_detector
 from mimika.evaluation import report
 from mimika.metrics import mcnemar_cells
 from mimika.runtime import load_predictor
@@ -31,16 +36,23 @@ def main() -> None:
     ap.add_argument("--against", default="ferplus")
     ap.add_argument("--data", default=str(SHARED / "fer2013" / "fer2013new.csv"))
     ap.add_argument("--taus", type=float, nargs="+", default=[0, 0.2, 0.4, 0.6])
+    ap.add_argument("--split", default="PublicTest", help="the split of a FER set to compare on (a folder "
+                    "such as CK+ is read whole, through the CNN detector)")
     a = ap.parse_args()
     models = [load_predictor(a.candidate), load_predictor(a.against)]
     labels = models[0].labels
     if models[1].labels != labels:
         raise SystemExit(f"{a.candidate} and {a.against} answer different labels: nothing to compare")
-    data = load_dataset(a.data, models[0].config.crop).relabel(labels)
-    log_prior = np.log(class_prior(data.split("Training").y, len(labels)))
-    val = data.split("PublicTest")
+    folder = Path(a.data).is_dir()
+    detect = dict(crop="detect", detector=get_detector("cnn")) if folder else {}
+    data = load_dataset(a.data, models[0].config.crop, **detect).relabel(labels)
+    val = data if folder else data.split(a.split)
+    if any(a.taus) and folder:
+        raise SystemExit("logit adjustment needs the training shares of a FER set: use --taus 0 on a folder")
+    log_prior = np.log(class_prior(data.split("Training").y, len(labels))) if any(a.taus) else 0.0
     logits = [prediction_logits(m, val.faces) for m in models]
-    print(f"PublicTest, {len(val)} faces: candidate {a.candidate} against {a.against}")
+    where = f"{Path(a.data).name}, all" if folder else a.split
+    print(f"{where}, {len(val)} faces: candidate {a.candidate} against {a.against}")
     print("| tau | accuracy | balanced accuracy | faces only the candidate / only the other gets right | McNemar p |")
     print("|---|---|---|---|---|")
     for tau in a.taus:
