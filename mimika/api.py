@@ -91,8 +91,9 @@ def fine_tune(model: Model | str | os.PathLike, faces: np.ndarray | FaceSet, lab
     outputs (the head is widened). `codes` is the old name of `labels`. `device`: where to train
     (auto: a GPU when PyTorch sees one). `augment`: random shifts, scales, rotations, flips and
     erasing of the faces. `keep`: the share of each target the starting model answers (its frozen
-    copy as teacher, "learning without forgetting"), so it forgets less of the faces it knew
-    (experiment E17: 0 reads the user's people best, at a loss on everyone else).
+    copy as teacher, "learning without forgetting"), so it forgets less of the faces it knew; faces
+    of a class it never learned keep their labels (experiment E17: 0 reads the user's people best,
+    at a loss on everyone else).
     """
     labels = labels if labels is not None else codes
     model = model if isinstance(model, Model) else Model.load(model)
@@ -103,7 +104,7 @@ def fine_tune(model: Model | str | os.PathLike, faces: np.ndarray | FaceSet, lab
     data = faces if isinstance(faces, FaceSet) else faces_from_arrays(faces, labels, model.config.crop, crop)
     start = model.labels
     new = [n for n in data.labels if n not in start]
-    teacher = kept_as_teacher(model, in_code_order(start + new)) if keep else None
+    teacher = kept_as_teacher(model) if keep else None
     if new:
         model.with_labels(in_code_order(start + new))
         log(f"new classes {', '.join(new)}: the model's output layer was widened to {len(model.labels)} classes")

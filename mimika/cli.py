@@ -181,7 +181,8 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--crop", choices=["detect", "whole"], default="detect", help="find the face, or take the whole image")
     f.add_argument("--keep", type=_number(float, 0.0, 1.0), default=0.0, metavar="W",
                    help="the share of each target the starting model answers (its frozen copy as teacher: "
-                   "learning without forgetting), so it forgets less of the faces it knew; 0: your faces alone, "
+                   "learning without forgetting), so it forgets less of the faces it knew; a class it never learned is "
+                   "taught by your labels alone; 0: your faces alone, "
                    "best on your people, worst on everyone else's (README: Your own camera's people)")
     _add_train_options(f, ["epochs", "lr", "batch_size", "seed", "device", "augment"], epochs=10, lr=0.001)
     _nproc_arg(f)

@@ -37,7 +37,6 @@ from .checkpoint import EpochStats, TrainingState
 from .datasets import FaceSet
 from .errors import MimikaError
 from .model import Model
-from .nets import head_of
 from .options import TrainOptions, fixed_options
 from .progress import progress
 from .schedules import check_schedule, learning_rate
@@ -152,17 +151,11 @@ def load_teachers(options: TrainOptions, student: Model, device, given: Sequence
     return teachers
 
 
-def kept_as_teacher(model: Model, labels: list[str]) -> Model:
+def kept_as_teacher(model: Model) -> Model:
     """A frozen copy of `model` to keep as the teacher of its own fine-tuning ("learning without
-    forgetting", Li and Hoiem 2016), answering in `labels`: a class it never learned gets
-    probability 0, so the faces' labels alone teach it."""
-    teacher = copy.deepcopy(model)
-    new = [i for i, name in enumerate(labels) if name not in teacher.labels]
-    teacher.with_labels(labels)
-    with torch.no_grad():
-        head_of(teacher.net).weight[new] = 0
-        head_of(teacher.net).bias[new] = -1e4
-    return teacher
+    forgetting", Li and Hoiem 2016). Classes added for the fine-tuning are ones it never learned:
+    `Teacher.targets` leaves their faces' labels as they are."""
+    return copy.deepcopy(model)
 
 
 class Trainer:

@@ -47,7 +47,7 @@ BESIDE = dict(epochs=6, batch_size=64, lr=0.005, schedule="cosine", weight_decay
 def trained_beside(web, folder, weight: float) -> Model:
     """`ferplus` trained on the web photos and the folder together, itself the teacher at `weight`."""
     model = Model.load(START)
-    teachers = [kept_as_teacher(model, model.labels)] if weight else []
+    teachers = [kept_as_teacher(model)] if weight else []
     train(model, joined([web, folder]), None, TrainOptions(**BESIDE, teacher_weight=weight), log=lambda _: None,
           teachers=teachers)
     return model
