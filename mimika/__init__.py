@@ -47,8 +47,8 @@ def __getattr__(name: str):
         except ModuleNotFoundError as e:
             if e.name != "torch":
                 raise
-            raise ModuleNotFoundError(f"mimika.{name} needs PyTorch, which this install leaves out (prediction "
-                                      "does not need it): pip install 'mimika[train]'", name="torch") from None
+            from .errors import NEEDS_TORCH
+            raise ModuleNotFoundError(f"mimika.{name} {NEEDS_TORCH}", name="torch") from None
         value = getattr(module, name)
         globals()[name] = value
         return value

@@ -626,8 +626,8 @@ def main(argv: list[str] | None = None) -> int:
     except ModuleNotFoundError as e:
         if e.name != "torch":
             raise
-        print(f"mimika: error: `mimika {args.command}` needs PyTorch, which this install leaves out (prediction "
-              "does not need it): pip install 'mimika[train]'", file=sys.stderr)
+        from .errors import NEEDS_TORCH
+        print(f"mimika: error: `mimika {args.command}` {NEEDS_TORCH}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("mimika: interrupted", file=sys.stderr)

@@ -22,7 +22,7 @@ import numpy as np
 
 from mimika.calibration import class_prior, prediction_logits
 from mimika.datasets import load_dataset
-from mimika.detection import get_detector
+from mimika.detection import PRESETS
 from mimika.evaluation import report
 from mimika.metrics import mcnemar_cells
 from mimika.runtime import load_predictor
@@ -44,8 +44,7 @@ def main() -> None:
     if models[1].labels != labels:
         raise SystemExit(f"{a.candidate} and {a.against} answer different labels: nothing to compare")
     folder = Path(a.data).is_dir()
-    detect = dict(crop="detect", detector=get_detector("cnn")) if folder else {}
-    data = load_dataset(a.data, models[0].config.crop, **detect).relabel(labels)
+    data = load_dataset(a.data, models[0].config.crop, detector=PRESETS["cnn"] if folder else None).relabel(labels)
     val = data if folder else data.split(a.split)
     if any(a.taus) and folder:
         raise SystemExit("logit adjustment needs the training shares of a FER set: use --taus 0 on a folder")

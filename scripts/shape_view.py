@@ -26,6 +26,7 @@ import numpy as np
 from mimika.calibration import prediction_logits
 from mimika.datasets import load_dataset
 from mimika.evaluation import report
+from mimika.fileio import atomic_path
 from mimika.metrics import mcnemar_cells
 from mimika.runtime import load_predictor
 
@@ -62,12 +63,13 @@ def shape_features(points: np.ndarray) -> np.ndarray:
 
 
 def cached_landmarks(name: str, crops: np.ndarray, mesh_path: str) -> np.ndarray:
+    """The landmarks of `crops`, computed once: a run that dies mid-write leaves no half file."""
     path = Path("/tmp/e24") / f"{name}.npy"
     if path.exists():
         return np.load(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     points = landmarks(crops, mesh_path)
-    np.save(path, points)
+    with atomic_path(path) as tmp:
+        np.save(tmp, points)
     return points
 
 
@@ -83,7 +85,8 @@ def main() -> None:
     labels = model.labels
     data = load_dataset(SHARED / "fer2013" / "fer2013new.csv", model.config.crop).relabel(labels)
     parts = {s: data.split(s) for s in ("Training", "PublicTest")}
-    feats = {s: shape_features(cached_landmarks(f"ferplus-{s}", parts[s].faces, a.mesh)) for s in parts}
+    crops_of = Path(a.model).stem  # the cache follows the model's crops
+    feats = {s: shape_features(cached_landmarks(f"{crops_of}-{s}", parts[s].faces, a.mesh)) for s in parts}
     scaler = StandardScaler().fit(feats["Training"])
     feats = {s: scaler.transform(f) for s, f in feats.items()}
 
