@@ -36,6 +36,9 @@ class TrainOptions:
     augment: bool = option(False, "random shifts, scales, rotations, flips and erasing of training faces")
     photometric: bool = option(False, "with --augment: random contrast, brightness, blur and sensor noise "
                                "of training faces (other cameras)")
+    mixup: float = option(0.0, "alpha of mixup (Zhang et al. 2018): each training face blended with another of "
+                          "its batch by a weight lambda ~ Beta(alpha, alpha), and their targets alike (e.g. 0.2). "
+                          "0: off", low=0, high=10)
     soft_labels: bool = option(False, "train on the data's vote distributions (FER+) where it has them")
     logit_adjust: float = option(0.0, "weight tau of a balanced loss for rare classes: tau x log(class share in "
                                  "the training set) is added to the logits while training (logit adjustment, Menon "

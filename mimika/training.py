@@ -32,7 +32,7 @@ from torch import nn
 
 from . import checkpoint as checkpoints
 from . import distributed
-from .augment import augment
+from .augment import augment, mixup
 from .checkpoint import EpochStats, TrainingState
 from .datasets import FaceSet
 from .errors import MimikaError
@@ -281,8 +281,12 @@ class Trainer:
             if o.augment:
                 x = augment(x, photometric=o.photometric)  # on the CPU, from its checkpointed generator
             x = _layout(x.to(w.device), o.channels_last)
+            soft = use_soft
+            if o.mixup > 0:  # mixed before the teachers answer, so they read the faces the network sees
+                x, y = mixup(x, self.as_distribution(y, soft), o.mixup)
+                soft = True
             if self.teachers:
-                y = self.distilled(x, y, use_soft)
+                y = self.distilled(x, y, soft)
             with _autocast(w.device, self.amp):
                 logits = net(x).float()
             if self.logit_offset is not None:
@@ -306,11 +310,15 @@ class Trainer:
             total, = distributed.all_sum([total], w)
         return total / len(data)
 
+    def as_distribution(self, y: torch.Tensor, soft: bool) -> torch.Tensor:
+        """Targets as class probabilities: vote distributions as they are, class indices one-hot."""
+        return y.float() if soft else nn.functional.one_hot(y, len(self.model.labels)).float()
+
     def distilled(self, x: torch.Tensor, y: torch.Tensor, soft: bool) -> torch.Tensor:
         """The targets of a batch with the teachers' answers on the same faces mixed in:
         (1 - w) x the labels (class indices or vote distributions) + w x the teachers' average
         (each in the student's classes: `Teacher.targets`)."""
-        labels = y.float() if soft else nn.functional.one_hot(y, len(self.model.labels)).float()
+        labels = self.as_distribution(y, soft)
         with torch.no_grad(), _autocast(self.world.device, self.amp):
             p = torch.stack([t.targets(x, labels) for t in self.teachers]).mean(dim=0)
         return (1 - self.options.teacher_weight) * labels + self.options.teacher_weight * p

@@ -67,7 +67,7 @@ def one_answer_teacher(path, labels, answer: str):
 @pytest.mark.parametrize("bf16, extra", [(True, {}), (False, dict(augment=True, schedule="cosine",
                                                                   warmup_epochs=1, weight_decay=1e-4,
                                                                   label_smoothing=0.1, keep_best=True,
-                                                                  ema=0.9)),
+                                                                  ema=0.9, mixup=0.4)),
                                          (False, dict(augment=True, teacher="TEACHER", teacher_weight=0.5))])
 def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path, two_class_set, bf16, extra):
     if extra.get("teacher"):
@@ -348,6 +348,43 @@ def test_photometric_augmentation_changes_each_faces_contrast_and_reproduces(ast
     std_on, std_off = runs[0].std(dim=(1, 2, 3)), runs[2].std(dim=(1, 2, 3))
     assert (std_on / std_off).std() > 0.1  # contrasts differ from face to face
     assert (runs[0].mean(dim=(1, 2, 3)) - runs[2].mean(dim=(1, 2, 3))).abs().max() > 0.1  # brightness moved
+
+
+def test_mixup_blends_each_face_with_another_and_its_target_alike(astronaut_face):
+    """mixup: every output face is lambda x its own face + (1 - lambda) x another face of the batch,
+    its target the same blend of the two targets; the same seed gives the same batch."""
+    import cv2
+    from mimika.augment import mixup
+    face = torch.from_numpy(cv2.resize(astronaut_face, (48, 48)).astype(np.float32) / 255)
+    n = 8
+    x = torch.stack([face * (k + 1) / n for k in range(n)])[:, None]  # faces told apart by their contrast
+    onehot = torch.eye(n)
+    torch.manual_seed(5)
+    mixed, targets = mixup(x, onehot, alpha=0.4)
+    torch.manual_seed(5)
+    again, _ = mixup(x, onehot, alpha=0.4)
+    assert torch.equal(mixed, again)
+    assert torch.allclose(targets.sum(dim=1), torch.ones(n))
+    for i in range(n):
+        others = [k for k in range(n) if k != i and targets[i, k] > 0]
+        j = others[0] if others else i  # paired with itself: the face is unchanged
+        lam = float(targets[i, i])
+        assert torch.allclose(mixed[i], lam * x[i] + (1 - lam) * x[j], atol=1e-6)
+    assert not torch.equal(mixed, x)
+
+
+def test_mixup_mixes_every_training_batch(two_class_set, monkeypatch):
+    import mimika.training as training
+    calls = []
+
+    def recorded(x, targets, alpha):
+        calls.append((alpha, targets.shape, targets.dtype))
+        return x, targets
+
+    monkeypatch.setattr(training, "mixup", recorded)
+    mimika.train(create_model("seed", labels=two_class_set.labels), two_class_set,
+                 options=TrainOptions(epochs=1, batch_size=8, mixup=0.3), log=quiet)
+    assert calls == [(0.3, (8, len(two_class_set.labels)), torch.float32)] * (len(two_class_set) // 8)
 
 
 def test_photometric_without_augment_is_one_clear_error(two_class_set):
