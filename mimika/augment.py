@@ -1,7 +1,7 @@
 """Training-time augmentation on batches of face tensors: random affine (shift, scale, small
 rotation), horizontal flip, random erasing, and optionally photometric changes (contrast,
-brightness, blur, sensor noise) that imitate other cameras; and mixup of faces with their targets. Uses torch's random state, which checkpoints
-save, so resumed runs see the same augmentations."""
+brightness, blur, sensor noise) that imitate other cameras; and mixup of faces with their targets.
+Uses torch's random state, which checkpoints save, so resumed runs see the same augmentations."""
 
 from __future__ import annotations
 
@@ -75,7 +75,8 @@ def random_erase(x: torch.Tensor, p: float, area: tuple[float, float] = (0.02, 0
 def mixup(x: torch.Tensor, targets: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Each face of a batch blended with another of the same batch, and its target (class
     probabilities) alike, by one weight lambda ~ Beta(alpha, alpha) (mixup, Zhang et al. 2018): the
-    network learns answers between classes, which smooths and calibrates them."""
+    network learns answers between classes (reported to smooth them; on FER+ it cost balanced
+    accuracy: reports/experiments.md, E27)."""
     lam = float(torch.distributions.Beta(alpha, alpha).sample())
     other = torch.randperm(x.shape[0])
     return lam * x + (1 - lam) * x[other.to(x.device)], lam * targets + (1 - lam) * targets[other.to(targets.device)]
