@@ -78,5 +78,5 @@ def mixup(x: torch.Tensor, targets: torch.Tensor, alpha: float) -> tuple[torch.T
     network learns answers between classes (reported to smooth them; on FER+ it cost balanced
     accuracy: reports/experiments.md, E27)."""
     lam = float(torch.distributions.Beta(alpha, alpha).sample())
-    other = torch.randperm(x.shape[0])
-    return lam * x + (1 - lam) * x[other.to(x.device)], lam * targets + (1 - lam) * targets[other.to(targets.device)]
+    other = torch.randperm(x.shape[0]).to(x.device)  # faces and targets are on the training device
+    return lam * x + (1 - lam) * x[other], lam * targets + (1 - lam) * targets[other]

@@ -115,17 +115,20 @@ class Teacher:
     net: nn.Module
     columns: torch.Tensor
 
+    def __post_init__(self):
+        self.known = self.columns >= 0  # once, not per batch (on a GPU, reading it back waits for the device)
+        self.knows_all = bool(self.known.all())
+
     def targets(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The teacher's answer on faces `x`, in the student's classes. A teacher that lacks some of
         them only moves each face's label mass among the classes it knows: a class it never learned
         keeps the face's own label share, so distilling from it does not starve that class."""
         logits = self.net(x).float()
-        known = self.columns >= 0
         p = torch.zeros_like(labels)
-        p[:, known] = torch.softmax(logits[:, self.columns[known]], dim=1)
-        if bool(known.all()):
+        p[:, self.known] = torch.softmax(logits[:, self.columns[self.known]], dim=1)
+        if self.knows_all:
             return p
-        return labels * ~known + p * labels[:, known].sum(dim=1, keepdim=True)
+        return labels * ~self.known + p * labels[:, self.known].sum(dim=1, keepdim=True)
 
 
 def load_teachers(options: TrainOptions, student: Model, device, given: Sequence[Model] = ()) -> list[Teacher]:

@@ -63,6 +63,7 @@ def main() -> None:
         if missing := sum(s not in by_source for s in kept):
             raise SystemExit(f"{name}: {missing} of the frames {a.folder} tested have no answer there")
         return np.array([labels.index(by_source[s]) for s in kept])
+
     folds = answered(str(a.folder), answers)
     also_pred = {name: answered(name, theirs) for name, theirs in also.items()}
     mine = other.predict_proba(data.faces).argmax(1)
@@ -81,6 +82,7 @@ def main() -> None:
             rep = report(y, pred, labels)
             print(f"| {view} | {name} | {len(y)} | {rep['accuracy']:.3f} | {rep['balanced_accuracy']:.3f} | {recall_line(rep)} | "
                   f"{mcnemar_cells(right, other_right)} |", flush=True)
+
 
 if __name__ == "__main__":
     main()
