@@ -4,6 +4,7 @@
         [--data ../shared/data/fer2013/fer2013new.csv] [--split PublicTest]
     python scripts/compare_models.py CANDIDATE --split PrivateTest --taus 0              # after a decision
     python scripts/compare_models.py CANDIDATE --data ../shared/data/ckplus --taus 0     # after a decision
+    python scripts/compare_models.py CANDIDATE --data ../shared/data/ckplus --prior balanced
 
 Both models read the same PublicTest faces with their own test-time views. For each tau (the
 logit adjustment of scripts/logit_adjustment.py: logits minus tau x log of each class's share of
@@ -12,7 +13,9 @@ the faces only one of them gets right, and the exact two-sided McNemar p-value o
 candidate is better only where it wins at p < 0.05, so a gain of a few faces is not mistaken for
 one. reports/experiments.md records the decisions. The same comparison on a test set (`--split
 PrivateTest`, or CK+'s peaks, whole frames through the CNN detector with a neutral answer counted
-wrong) is for the replacement gate of issue #11, measured once after a decision.
+wrong) is for the replacement gate of issue #11, measured once after a decision. `--prior balanced`
+compares each model's answers under its own balanced prior (the balance `mimika calibrate` stored in
+it) instead of the training prior.
 """
 
 import argparse
@@ -21,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from mimika.calibration import class_prior, prediction_logits
+from mimika.config import with_settings
 from mimika.datasets import load_dataset
 from mimika.detection import PRESETS
 from mimika.evaluation import report
@@ -38,8 +42,13 @@ def main() -> None:
     ap.add_argument("--taus", type=float, nargs="+", default=[0, 0.2, 0.4, 0.6])
     ap.add_argument("--split", default="PublicTest", help="the split of a FER set to compare on (a folder "
                     "such as CK+ is read whole, through the CNN detector)")
+    ap.add_argument("--prior", choices=["training", "balanced"], default="training",
+                    help="each model's own prior: balanced answers use the balance stored in the file")
     a = ap.parse_args()
-    models = [load_predictor(a.candidate), load_predictor(a.against)]
+    if a.prior == "balanced" and any(a.taus):
+        raise SystemExit("--prior balanced is each model's own adjustment: use it with --taus 0")
+    models = [with_settings(load_predictor(a.candidate), prior=a.prior),
+              with_settings(load_predictor(a.against), prior=a.prior)]
     labels = models[0].labels
     if models[1].labels != labels:
         raise SystemExit(f"{a.candidate} and {a.against} answer different labels: nothing to compare")
@@ -49,9 +58,10 @@ def main() -> None:
     if any(a.taus) and folder:
         raise SystemExit("logit adjustment needs the training shares of a FER set: use --taus 0 on a folder")
     log_prior = np.log(class_prior(data.split("Training").y, len(labels))) if any(a.taus) else 0.0
-    logits = [prediction_logits(m, val.faces) for m in models]
+    logits = [prediction_logits(m, val.faces) + (m.config.logit_offset() if a.prior == "balanced" else 0.0)
+              for m in models]
     where = f"{Path(a.data).name}, all" if folder else a.split
-    print(f"{where}, {len(val)} faces: candidate {a.candidate} against {a.against}")
+    print(f"{where}, {len(val)} faces, {a.prior} prior: candidate {a.candidate} against {a.against}")
     print("| tau | accuracy | balanced accuracy | faces only the candidate / only the other gets right | McNemar p |")
     print("|---|---|---|---|---|")
     for tau in a.taus:
