@@ -39,12 +39,15 @@ def main() -> None:
     ap.add_argument("candidate")
     ap.add_argument("--against", default="ferplus")
     ap.add_argument("--data", default=str(SHARED / "fer2013" / "fer2013new.csv"))
-    ap.add_argument("--taus", type=float, nargs="+", default=[0, 0.2, 0.4, 0.6])
+    ap.add_argument("--taus", type=float, nargs="+", help="logit adjustments to compare at (default: 0 0.2 "
+                    "0.4 0.6; 0 alone with --prior balanced)")
     ap.add_argument("--split", default="PublicTest", help="the split of a FER set to compare on (a folder "
                     "such as CK+ is read whole, through the CNN detector)")
     ap.add_argument("--prior", choices=["training", "balanced"], default="training",
                     help="each model's own prior: balanced answers use the balance stored in the file")
     a = ap.parse_args()
+    if a.taus is None:
+        a.taus = [0.0] if a.prior == "balanced" else [0, 0.2, 0.4, 0.6]
     if a.prior == "balanced" and any(a.taus):
         raise SystemExit("--prior balanced is each model's own adjustment: use it with --taus 0")
     models = [with_settings(load_predictor(a.candidate), prior=a.prior),
@@ -58,8 +61,8 @@ def main() -> None:
     if any(a.taus) and folder:
         raise SystemExit("logit adjustment needs the training shares of a FER set: use --taus 0 on a folder")
     log_prior = np.log(class_prior(data.split("Training").y, len(labels))) if any(a.taus) else 0.0
-    logits = [prediction_logits(m, val.faces) + (m.config.logit_offset() if a.prior == "balanced" else 0.0)
-              for m in models]
+    logits = [prediction_logits(m, val.faces) for m in models]
+    logits = [z if m.config.logit_offset() is None else z + m.config.logit_offset() for z, m in zip(logits, models)]
     where = f"{Path(a.data).name}, all" if folder else a.split
     print(f"{where}, {len(val)} faces, {a.prior} prior: candidate {a.candidate} against {a.against}")
     print("| tau | accuracy | balanced accuracy | faces only the candidate / only the other gets right | McNemar p |")
