@@ -61,8 +61,8 @@ def main() -> None:
     if any(a.taus) and folder:
         raise SystemExit("logit adjustment needs the training shares of a FER set: use --taus 0 on a folder")
     log_prior = np.log(class_prior(data.split("Training").y, len(labels))) if any(a.taus) else 0.0
-    logits = [prediction_logits(m, val.faces) for m in models]
-    logits = [z if m.config.logit_offset() is None else z + m.config.logit_offset() for z, m in zip(logits, models)]
+    offsets = [m.config.logit_offset() for m in models]  # None under the training prior
+    logits = [prediction_logits(m, val.faces) + (0.0 if o is None else o) for m, o in zip(models, offsets)]
     where = f"{Path(a.data).name}, all" if folder else a.split
     print(f"{where}, {len(val)} faces, {a.prior} prior: candidate {a.candidate} against {a.against}")
     print("| tau | accuracy | balanced accuracy | faces only the candidate / only the other gets right | McNemar p |")
