@@ -3,6 +3,9 @@
 import gzip
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -422,9 +425,6 @@ def test_a_new_layout_is_one_table_entry():
 
 
 def test_the_package_has_no_import_circle():
-    import subprocess
-    import sys
-    from pathlib import Path
     script = Path(__file__).resolve().parents[1] / "scripts" / "module_map.py"
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60).stdout
     assert "import circles: 0" in out, out
@@ -448,3 +448,37 @@ def test_the_faces_only_one_model_gets_right_and_a_reports_recall_line():
     assert mcnemar_cells(a, b) == "2 / 1 | 1.000"  # the two table cells every comparison script prints
     rep = report(np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1]), ["anger", "happiness", "surprise"])
     assert recall_line(rep) == "an 0.50 ha 1.00"  # surprise has no face: left out
+
+
+def run_compare_models(*args: str, cache: Path) -> subprocess.CompletedProcess:
+    script = Path(__file__).resolve().parents[1] / "scripts" / "compare_models.py"
+    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "MIMIKA_CACHE": str(cache)})
+
+
+def test_compare_models_pairs_the_same_faces_under_each_prior(fer_dir, ckplus_tree, tmp_path, capsys,
+                                                            monkeypatch):
+    """The replacement gate of issue #11 (scripts/compare_models.py): a model against itself splits
+    no face under either prior, at every tau, and reads CK+ as `mimika evaluate` does; models with
+    other labels are refused in one line."""
+    data = str(fer_dir / "fer2013new.csv")
+    out = run_compare_models("ferplus", "--data", data, cache=tmp_path / "cache")
+    assert out.returncode == 0, out.stderr
+    rows = [r for r in out.stdout.splitlines() if r.startswith("| ") and r[2].isdigit()]
+    assert [r.split(" | ")[0] for r in rows] == ["| 0", "| 0.2", "| 0.4", "| 0.6"]
+    for row in rows:
+        cells = row.strip("| ").split(" | ")
+        first, second = cells[1].split(" vs ")
+        assert first == second and cells[3:] == ["0 / 0", "1.000"], row
+    assert out.stdout.startswith("PublicTest, 2 faces, training prior")
+    balanced = run_compare_models("ferplus", "--data", str(ckplus_tree), "--prior", "balanced",
+                                  cache=tmp_path / "cache")
+    assert balanced.returncode == 0 and "balanced prior" in balanced.stdout, balanced.stderr
+    assert balanced.stdout.splitlines()[-1].endswith("| 0 / 0 | 1.000 |")
+    monkeypatch.setenv("MIMIKA_CACHE", str(tmp_path / "cache"))
+    assert main(["evaluate", "--data", str(ckplus_tree), "--detector", "cnn", "--prior", "balanced"]) == 0
+    accuracy = capsys.readouterr().out.split("accuracy ")[1].split()[0]
+    assert balanced.stdout.splitlines()[-1].startswith(f"| 0 | {accuracy} vs {accuracy} |")
+    refused = run_compare_models("ferplus", "--against", "fer2013", "--data", data, cache=tmp_path / "cache")
+    assert refused.returncode != 0 and refused.stderr.strip().splitlines() == [
+        "ferplus and fer2013 answer different labels: nothing to compare"]
