@@ -10,7 +10,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from .labels import PRIORS, TTA_NAMES, tta_mode
-from .errors import MimikaError
+from .errors import NEEDS_TORCH, MimikaError
 
 TTA_HELP = ("test-time augmentation: the logits of several views of each face averaged (flip: the face and its "
             "mirror image, 2x the time; shift: both, also moved 2 pixels of 48 each way, 10x)")
@@ -626,7 +626,6 @@ def main(argv: list[str] | None = None) -> int:
     except ModuleNotFoundError as e:
         if e.name != "torch":
             raise
-        from .errors import NEEDS_TORCH
         print(f"mimika: error: `mimika {args.command}` {NEEDS_TORCH}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -56,10 +56,10 @@ def main() -> None:
     if models[1].labels != labels:
         raise SystemExit(f"{a.candidate} and {a.against} answer different labels: nothing to compare")
     folder = Path(a.data).is_dir()
+    if any(a.taus) and folder:  # said before the folder's faces are found
+        raise SystemExit("logit adjustment needs the training shares of a FER set: use --taus 0 on a folder")
     data = load_dataset(a.data, models[0].config.crop, detector=PRESETS["cnn"] if folder else None).relabel(labels)
     val = data if folder else data.split(a.split)
-    if any(a.taus) and folder:
-        raise SystemExit("logit adjustment needs the training shares of a FER set: use --taus 0 on a folder")
     log_prior = np.log(class_prior(data.split("Training").y, len(labels))) if any(a.taus) else 0.0
     offsets = [m.config.logit_offset() for m in models]  # None under the training prior
     logits = [prediction_logits(m, val.faces) + (0.0 if o is None else o) for m, o in zip(models, offsets)]

@@ -424,9 +424,15 @@ def test_a_new_layout_is_one_table_entry():
     assert all(isinstance(layout, Layout) and layout.default_crop in ("whole", "detect") for layout in LAYOUTS)
 
 
+def run_script(name: str, *args: str, cache: Path | None = None) -> subprocess.CompletedProcess:
+    """One of scripts/ run as its users run it (its own process), with its own face cache if given."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / name
+    env = {**os.environ, "MIMIKA_CACHE": str(cache)} if cache else None
+    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=120, env=env)
+
+
 def test_the_package_has_no_import_circle():
-    script = Path(__file__).resolve().parents[1] / "scripts" / "module_map.py"
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60).stdout
+    out = run_script("module_map.py").stdout
     assert "import circles: 0" in out, out
 
 
@@ -450,19 +456,13 @@ def test_the_faces_only_one_model_gets_right_and_a_reports_recall_line():
     assert recall_line(rep) == "an 0.50 ha 1.00"  # surprise has no face: left out
 
 
-def run_compare_models(*args: str, cache: Path) -> subprocess.CompletedProcess:
-    script = Path(__file__).resolve().parents[1] / "scripts" / "compare_models.py"
-    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "MIMIKA_CACHE": str(cache)})
-
-
 def test_compare_models_pairs_the_same_faces_under_each_prior(fer_dir, ckplus_tree, tmp_path, capsys,
                                                             monkeypatch):
     """The replacement gate of issue #11 (scripts/compare_models.py): a model against itself splits
     no face under either prior, at every tau, and reads CK+ as `mimika evaluate` does; models with
     other labels are refused in one line."""
     data = str(fer_dir / "fer2013new.csv")
-    out = run_compare_models("ferplus", "--data", data, cache=tmp_path / "cache")
+    out = run_script("compare_models.py", "ferplus", "--data", data, cache=tmp_path / "cache")
     assert out.returncode == 0, out.stderr
     rows = [r for r in out.stdout.splitlines() if r.startswith("| ") and r[2].isdigit()]
     assert [r.split(" | ")[0] for r in rows] == ["| 0", "| 0.2", "| 0.4", "| 0.6"]
@@ -471,7 +471,7 @@ def test_compare_models_pairs_the_same_faces_under_each_prior(fer_dir, ckplus_tr
         first, second = cells[1].split(" vs ")
         assert first == second and cells[3:] == ["0 / 0", "1.000"], row
     assert out.stdout.startswith("PublicTest, 2 faces, training prior")
-    balanced = run_compare_models("ferplus", "--data", str(ckplus_tree), "--prior", "balanced",
+    balanced = run_script("compare_models.py", "ferplus", "--data", str(ckplus_tree), "--prior", "balanced",
                                   cache=tmp_path / "cache")
     assert balanced.returncode == 0 and "balanced prior" in balanced.stdout, balanced.stderr
     assert balanced.stdout.splitlines()[-1].endswith("| 0 / 0 | 1.000 |")
@@ -479,6 +479,7 @@ def test_compare_models_pairs_the_same_faces_under_each_prior(fer_dir, ckplus_tr
     assert main(["evaluate", "--data", str(ckplus_tree), "--detector", "cnn", "--prior", "balanced"]) == 0
     accuracy = capsys.readouterr().out.split("accuracy ")[1].split()[0]
     assert balanced.stdout.splitlines()[-1].startswith(f"| 0 | {accuracy} vs {accuracy} |")
-    refused = run_compare_models("ferplus", "--against", "fer2013", "--data", data, cache=tmp_path / "cache")
+    refused = run_script("compare_models.py", "ferplus", "--against", "fer2013", "--data", data,
+                         cache=tmp_path / "cache")
     assert refused.returncode != 0 and refused.stderr.strip().splitlines() == [
         "ferplus and fer2013 answer different labels: nothing to compare"]
