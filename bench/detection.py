@@ -18,7 +18,7 @@ Printed per detector:
   three channels of colour networks.
 - share of images with a face found: CK+ frames (all 920 of ckplus/cohn-kanade-images, 128x128),
   CK+48 crops (981 files, 48x48, passed as they are: the detector itself enlarges small images),
-  the first 500 FER2013 PublicTest faces enlarged to 192x192 (mimika.datasets.load_dataset).
+  the first 500 FER2013 PublicTest faces enlarged to 192x192 (mimika.prepare.datasets.load_dataset).
 - the astronaut photo (face centre about (227, 120)) rotated by 0/15/30/45/60 degrees, mirrored and
   rotated, the face shrunk to 30 px on a 640x480 canvas, and a frame-filling 350x350 face crop:
   found (the box and the known face box each hold the other's centre) or not.
@@ -38,9 +38,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mimika.centerface import CNN_PRESETS as CNN, CnnDetector
-from mimika.haar import HAAR_PRESETS, HaarDetector
-from mimika.images import load_gray, read_color
+from mimika.prepare.centerface import CNN_PRESETS as CNN
+from mimika.prepare.centerface import CnnDetector
+from mimika.prepare.haar import HAAR_PRESETS, HaarDetector
+from mimika.prepare.images import load_gray, read_color
 
 HERE = Path(__file__).resolve().parent
 #: the Haar presets, and the settings of the `fer` package for comparison (step 1.1, 5 neighbours, 50 px)
@@ -208,8 +209,8 @@ def photo_640x480_colour() -> np.ndarray:
 
 
 def face_sets() -> dict[str, list[np.ndarray]]:
-    from mimika.crop import CropSpec
-    from mimika.datasets import load_dataset
+    from mimika.prepare.crop import CropSpec
+    from mimika.prepare.datasets import load_dataset
     ck = [load_gray(p) for p in sorted((SHARED / "ckplus" / "cohn-kanade-images").rglob("*.png"))]
     ck48 = [load_gray(p) for p in sorted((SHARED / "ckplus48").rglob("*.png"))]
     fer = load_dataset(SHARED / "fer2013" / "fer2013.csv.gz", CropSpec(192, 192), crop="whole")

@@ -75,7 +75,7 @@ def main() -> None:
         cv2.imwrite(str(files["JPEG"]), big, [cv2.IMWRITE_JPEG_QUALITY, 90])
         cv2.imwrite(str(files["PNG"]), big, [cv2.IMWRITE_PNG_COMPRESSION, 1])
         del big
-    info = child("import mimika, mimika.images as m; report(path=mimika.__file__, new=hasattr(m, 'load_image'))")
+    info = child("import mimika, mimika.prepare.images as m; report(path=mimika.__file__, new=hasattr(m, 'load_image'))")
     new = info["new"]
     exe = Path(sys.executable).with_name("mimika")
     exe = str(exe) if exe.is_file() else shutil.which("mimika")

@@ -31,8 +31,8 @@ sys.path.insert(0, str(HERE))
 from detection import photo_640x480_colour  # noqa: E402
 
 import mimika  # noqa: E402
-from mimika.config import DEFAULT_MODEL, shipped_models  # noqa: E402
-from mimika.detection import DEFAULT_DETECTOR, PRESETS  # noqa: E402
+from mimika.network.config import DEFAULT_MODEL, shipped_models  # noqa: E402
+from mimika.prepare.detection import DEFAULT_DETECTOR, PRESETS  # noqa: E402
 
 
 def run_process(args: list[str]) -> tuple[float, float]:
@@ -102,7 +102,7 @@ def main() -> None:
           f"test-time augmentation {rec.model.config.tta or 'none'})")
     backends = [("ONNX Runtime, shipped file", rec.model)]
     try:
-        from mimika.export import export_onnx
+        from mimika.network.export import export_onnx
         torch_model = mimika.Model.load(files[".npz"])
         backends += [("ONNX Runtime, float export", mimika.OnnxModel(export_onnx(torch_model, tmp / "float.onnx"))),
                      ("PyTorch", torch_model)]

@@ -45,7 +45,7 @@ MIMIKA = [sys.executable, "-m", "mimika"]
 
 
 def astronaut_face() -> np.ndarray:
-    from mimika.detection import detect_faces  # the default (CNN) detector: no Haar cascade needed
+    from mimika.prepare.detection import detect_faces  # the default (CNN) detector: no Haar cascade needed
     gray = cv2.cvtColor(cv2.imread(str(SAMPLE)), cv2.COLOR_BGR2GRAY)
     (x, y, w, h), = detect_faces(gray)
     m = w // 6
@@ -143,9 +143,9 @@ import sys
 import numpy as np
 import torch
 from mimika import TrainOptions, create_model, train
-from mimika.crop import CropSpec
-from mimika.datasets import load_class_folders
-from mimika.distributed import join
+from mimika.prepare.crop import CropSpec
+from mimika.prepare.datasets import load_class_folders
+from mimika.training.distributed import join
 data_dir, out, lr, dropout = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4] == "1"
 if len(sys.argv) > 5:
     torch.set_num_threads(int(sys.argv[5]))
@@ -193,7 +193,7 @@ def agreement(tmp: Path) -> None:
 
 ALLREDUCE = """
 import statistics, time, torch, torch.distributed as dist
-from mimika.model import Model
+from mimika.network.model import Model
 dist.init_process_group("gloo")
 n = sum(p.numel() for p in Model.create("seed").net.parameters())
 t = torch.zeros(n)

@@ -48,7 +48,7 @@ def photo_640x480_jpeg() -> bytes:
 def _in_process_worker(jpeg: bytes, seconds: float, threads: int, start, out) -> None:
     """A worker like the server's: the default model and detector, `threads` CPU threads each."""
     import mimika
-    from mimika.detection import DEFAULT_DETECTOR, PRESETS
+    from mimika.prepare.detection import DEFAULT_DETECTOR, PRESETS
     cv2.setNumThreads(threads)
     detector = mimika.get_detector(DEFAULT_DETECTOR, **({"threads": threads} if hasattr(PRESETS[DEFAULT_DETECTOR],
                                                                                         "threads") else {}))

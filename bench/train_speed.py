@@ -15,8 +15,8 @@ import time
 import torch
 from torch import nn
 
-from mimika.augment import augment
-from mimika.model import Model
+from mimika.network.model import Model
+from mimika.training.augment import augment
 
 SETTINGS = [("float32, contiguous", False, False), ("float32, channels-last", True, False),
             ("bf16 autocast, contiguous", False, True), ("bf16 autocast, channels-last", True, True)]

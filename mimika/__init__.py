@@ -1,10 +1,9 @@
 """mimika: find every face in an image and say how strongly it shows each emotion.
 
-The four modules of the original design (the module map, file by file, is in the README):
-  1. input preparation  - images, video, detection, crop, datasets/
-  2. network            - nets (architectures), model (network + config), config, container, export
-  3. training           - options, schedules, training (the loop), checkpoint, crossval, api
-  4. recognition        - recognition (Recognizer), results (Face, ImageResult), runtime (ONNX), annotate
+The four modules of the original design are its four wings, `prepare/`, `network/`, `training/` and
+`recognition/`, over the ground they share (`common/`), with the shell above them: this API, the
+command (`cli`), the service (`serve/`) and the reports (`reports/`). `python scripts/module_map.py`
+prints every module by wing.
 
     >>> import mimika
     >>> faces = mimika.recognize("photo.jpg")
@@ -23,18 +22,19 @@ except PackageNotFoundError:  # run from a source tree that was never installed
 
 _EXPORTS = {
     "create_model": "api", "fine_tune": "api", "load_model": "api", "train": "api",
-    "CropSpec": "crop", "crop_face": "crop",
-    "FaceSet": "datasets", "load_ckplus": "datasets", "load_class_folders": "datasets", "load_dataset": "datasets",
-    "train_val_split": "datasets", "evaluation_set": "datasets",
-    "HaarDetector": "detection", "detect_faces": "detection", "get_detector": "detection",
-    "MimikaError": "errors", "evaluate": "evaluation", "load_gray": "images", "load_image": "images",
-    "read_image": "images",
-    "CKPLUS_CODES": "labels", "CKPLUS_EMOTIONS": "labels",
-    "Model": "model", "shipped_models": "config", "ModelConfig": "config", "Predictor": "config",
-    "Recognizer": "recognition", "recognize": "recognition",
-    "Face": "results", "ImageResult": "results", "Results": "results",
-    "OnnxModel": "runtime", "load_predictor": "runtime",
-    "TrainOptions": "options", "export_onnx": "export",
+    "CropSpec": "prepare.crop", "crop_face": "prepare.crop",
+    "FaceSet": "prepare.datasets", "load_ckplus": "prepare.datasets", "load_class_folders": "prepare.datasets",
+    "load_dataset": "prepare.datasets", "train_val_split": "prepare.datasets", "evaluation_set": "prepare.datasets",
+    "HaarDetector": "prepare.detection", "detect_faces": "prepare.detection", "get_detector": "prepare.detection",
+    "MimikaError": "common.errors", "evaluate": "reports.evaluation", "load_gray": "prepare.images",
+    "load_image": "prepare.images", "read_image": "prepare.images",
+    "CKPLUS_CODES": "common.labels", "CKPLUS_EMOTIONS": "common.labels",
+    "Model": "network.model", "shipped_models": "network.config", "ModelConfig": "network.config",
+    "Predictor": "network.config",
+    "Recognizer": "recognition.recognizer", "recognize": "recognition.recognizer",
+    "Face": "recognition.results", "ImageResult": "recognition.results", "Results": "recognition.results",
+    "OnnxModel": "network.predictor", "load_predictor": "network.predictor",
+    "TrainOptions": "training.options", "export_onnx": "network.export",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -47,7 +47,7 @@ def __getattr__(name: str):
         except ModuleNotFoundError as e:
             if e.name != "torch":
                 raise
-            from .errors import NEEDS_TORCH
+            from .common.errors import NEEDS_TORCH
             raise ModuleNotFoundError(f"mimika.{name} {NEEDS_TORCH}", name="torch") from None
         value = getattr(module, name)
         globals()[name] = value
@@ -57,3 +57,9 @@ def __getattr__(name: str):
 
 def __dir__():
     return sorted(list(globals()) + __all__)
+
+
+from ._moved import install as _install_moved  # noqa: E402
+
+_install_moved()
+

@@ -10,13 +10,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .datasets import FaceSet, faces_from_arrays
-from .errors import MimikaError
-from .fileio import check_writable
-from .labels import in_code_order
-from .model import Model
-from .options import TrainOptions
-from .training import EpochStats, Trainer, kept_as_teacher, save_dtype
+from .common.errors import MimikaError
+from .common.fileio import check_writable
+from .common.labels import in_code_order
+from .network.model import Model
+from .prepare.datasets import FaceSet, faces_from_arrays
+from .training.loop import EpochStats, Trainer, kept_as_teacher, save_dtype
+from .training.options import TrainOptions
 
 
 def create_model(arch: str = "seed", labels: list[str] | None = None, seed: int | None = 0) -> Model:
@@ -64,13 +64,13 @@ def save_run(model: Model, history: list[EpochStats], out: str | os.PathLike, op
     validation accuracy of the file as saved (the figure `mimika evaluate` gives for it)."""
     from importlib.util import find_spec
 
-    from .fileio import write_text
-    from .training import evaluate_loss, history_json
+    from .common.fileio import write_text
+    from .training.loop import evaluate_loss, history_json
     out = model.save(out, dtype=save_dtype(options))
     stem = out.with_suffix("")
     written = [write_text(f"{stem}.history.json", history_json(history))]
     if find_spec("matplotlib") is not None:
-        from .plots import plot_history
+        from .reports.plots import plot_history
         written.append(plot_history([h.__dict__ for h in history], f"{stem}.history.png"))
     log(f"saved {out} (history: {', '.join(str(p) for p in written)})")
     if val_set is not None and len(val_set) and history:
@@ -115,7 +115,7 @@ def fine_tune(model: Model | str | os.PathLike, faces: np.ndarray | FaceSet, lab
     history = train(model, data, None, opts, out=None, log=log, teachers=[teacher] if teacher else [])
     model.config.info["fine_tuned"] = {"faces": len(data), "epochs": len(history), "lr": lr, "augment": augment,
                                        "keep": keep}
-    from .distributed import is_writer
+    from .training.distributed import is_writer
     if out and is_writer():
         model.save(out)
     return model

@@ -9,8 +9,8 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from .labels import PRIORS, TTA_NAMES, tta_mode
-from .errors import NEEDS_TORCH, MimikaError
+from .common.errors import NEEDS_TORCH, MimikaError
+from .common.labels import PRIORS, TTA_NAMES, tta_mode
 
 TTA_HELP = ("test-time augmentation: the logits of several views of each face averaged (flip: the face and its "
             "mirror image, 2x the time; shift: both, also moved 2 pixels of 48 each way, 10x)")
@@ -48,7 +48,7 @@ TEMPERATURE = _number(float, 0.01, 100.0)
 
 def _add_train_options(p, only: list[str] | None = None, exclude: tuple = (), **defaults) -> None:
     """Flags derived from `TrainOptions`: name, type, range, default and help written once, in options.py."""
-    from .options import TrainOptions
+    from .training.options import TrainOptions
     g = p.add_argument_group("training options")
     for f in fields(TrainOptions):
         if (only is not None and f.name not in only) or f.name in exclude:
@@ -63,7 +63,7 @@ def _add_train_options(p, only: list[str] | None = None, exclude: tuple = (), **
 
 
 def _train_options(args):
-    from .options import TrainOptions
+    from .training.options import TrainOptions
     return TrainOptions(**{f.name: getattr(args, f.name) for f in fields(TrainOptions) if hasattr(args, f.name)})
 
 
@@ -88,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--labels", help="CK+ Emotion tree, when --data is the image tree alone")
         p.add_argument("--crop", choices=["auto", "detect", "whole"], default=crop_default,
                        help="find the face in each image, or take the whole image (auto: detect on CK+ frames)")
-        from .detection import DATASET_DETECTOR, PRESETS
+        from .prepare.detection import DATASET_DETECTOR, PRESETS
         p.add_argument("--detector", default=DATASET_DETECTOR, choices=list(PRESETS), help="the detector that "
                        "finds the faces of a set cropped by detection: the fixed one every published figure used, or "
                        "the one prediction uses (cnn: aligned crops, as a user's photos are read)")
@@ -121,7 +121,7 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--timeline", metavar="PNG", help="videos: plot each tracked face's emotions over time (needs "
                    "matplotlib)")
     g = p.add_argument_group("face detection (every setting overrides the preset's)")
-    from .detection import DEFAULT_DETECTOR, PRESETS
+    from .prepare.detection import DEFAULT_DETECTOR, PRESETS
     g.add_argument("--detector", default=DEFAULT_DETECTOR, choices=list(PRESETS), help="cnn: CenterFace with "
                    "landmarks, faces from 24 px; cnn-thorough: more small faces, slower; cnn-fast: from 40 px; "
                    "haar: the original Haar cascade (faces from "
@@ -284,7 +284,7 @@ def _device_arg(p, default, help: str) -> None:
 
 
 def _shard(text: str):
-    from .parallel import parse_shard
+    from .recognition.parallel import parse_shard
     try:
         return parse_shard(text)
     except MimikaError as e:
@@ -294,7 +294,7 @@ def _shard(text: str):
 def _apply_test_time(model, tta: str, prior: str = "model"):
     """The model with the command line's test-time choices over the model file's own; a prior it
     cannot give is one line before any work."""
-    from .config import with_settings
+    from .network.config import with_settings
     changes = {**({"tta": tta_mode(tta)} if tta != "model" else {}),
                **({"prior": prior} if prior != "model" else {})}
     try:
@@ -308,16 +308,16 @@ def _log(*args) -> None:
 
 
 def cmd_predict(args) -> int:
-    from .detection import get_detector
-    from .images import set_verbose
-    from .parallel import predict, shard
-    from .recognition import Recognizer, expand_inputs
-    from .results import ResultWriter
+    from .prepare.detection import get_detector
+    from .prepare.images import set_verbose
+    from .recognition.parallel import predict, shard
+    from .recognition.recognizer import Recognizer, expand_inputs
+    from .recognition.results import ResultWriter
 
     set_verbose(args.verbose)
     timeline = None
     if args.timeline:
-        from .plots import Timeline, require_matplotlib
+        from .reports.plots import Timeline, require_matplotlib
         timeline = Timeline(require_matplotlib("--timeline", args.timeline))
     detector = get_detector(args.detector, scale_factor=args.scale_factor, min_neighbors=args.min_neighbors,
                             min_size=args.min_face, downscale=args.downscale, cascade=args.cascade)
@@ -354,9 +354,9 @@ def cmd_predict(args) -> int:
 def _load_data(args, spec, path=None, with_neutral=None):
     """The set at `path` (default: the one --data), prepared for the crop `spec`, its skipped files logged;
     `with_neutral` defaults to the --with-neutral flag."""
-    from .datasets import load_dataset
-    from .distributed import rank_zero_first
-    from .detection import PRESETS
+    from .prepare.datasets import load_dataset
+    from .prepare.detection import PRESETS
+    from .training.distributed import rank_zero_first
     detector = PRESETS[args.detector] if getattr(args, "detector", None) else None  # loaded when a set detects
     path = args.data if path is None else path
     with_neutral = getattr(args, "with_neutral", False) if with_neutral is None else with_neutral
@@ -378,7 +378,7 @@ def _load_sets(args, spec) -> list:
     """Every --data set (train and crossval take several), each checked to be there and readable before
     the first is prepared (minutes for a large one), its summary logged; with several sets
     --with-neutral adds the neutral frames of the CK+ sets only."""
-    from .datasets.registry import find_layout
+    from .prepare.datasets.registry import find_layout
     if args.labels and len(args.data) > 1:
         raise MimikaError("--labels names the Emotion tree of one CK+ image tree; to use several sets, "
                           "give each CK+ set as its release folder")
@@ -394,10 +394,10 @@ def _load_sets(args, spec) -> list:
 
 def cmd_train(args) -> int:
     from .api import train
-    from .datasets import joint_split
-    from .distributed import is_writer
-    from .fileio import check_writable
-    from .model import Model
+    from .common.fileio import check_writable
+    from .network.model import Model
+    from .prepare.datasets import joint_split
+    from .training.distributed import is_writer
 
     out = check_writable(args.out, "model file")
     for path in (args.checkpoint, args.resume and Path(args.resume)):
@@ -417,10 +417,10 @@ def cmd_train(args) -> int:
 
 
 def cmd_crossval(args) -> int:
-    from .crossval import cross_validate
-    from .datasets import joined, train_val_split
-    from .model import Model
-    from .plots import plot_confusion
+    from .network.model import Model
+    from .prepare.datasets import joined, train_val_split
+    from .reports.plots import plot_confusion
+    from .training.crossval import cross_validate
 
     spec = (Model.load(args.init) if args.init else Model.create(args.arch, margin=args.margin)).config.crop
     data, *others = _load_sets(args, spec)
@@ -434,7 +434,7 @@ def cmd_crossval(args) -> int:
 
     summary = cross_validate(data, make_model, _train_options(args), k=args.folds, seed=args.seed,
                              out_dir=args.out_dir, log=print, beside=beside)
-    from .distributed import is_writer
+    from .training.distributed import is_writer
     if not is_writer():
         return 0
     out = Path(args.out_dir)
@@ -449,9 +449,9 @@ def cmd_crossval(args) -> int:
 
 def cmd_finetune(args) -> int:
     from .api import fine_tune
-    from .datasets import load_class_folders
-    from .fileio import check_writable
-    from .model import Model
+    from .common.fileio import check_writable
+    from .network.model import Model
+    from .prepare.datasets import load_class_folders
 
     check_writable(args.out, "model file")
     model = Model.load(args.model)
@@ -466,13 +466,13 @@ def cmd_finetune(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .datasets import evaluation_set
-    from .evaluation import evaluate, format_report
-    from .progress import set_quiet
-    from .runtime import load_predictor
+    from .common.progress import set_quiet
+    from .network.predictor import load_predictor
+    from .prepare.datasets import evaluation_set
+    from .reports.evaluation import evaluate, format_report
 
     if args.confusion:
-        from .plots import require_matplotlib
+        from .reports.plots import require_matplotlib
         require_matplotlib("--confusion", args.confusion)
     set_quiet(args.json)
     model = load_predictor(args.model, device=args.device)
@@ -488,15 +488,15 @@ def cmd_evaluate(args) -> int:
             _log("left out, classes the model does not know: " + ", ".join(f"{n} ({c})" for n, c in left_out.items()))
     rep = evaluate(model, data, device=args.device, data_classes_only=args.data_classes_only)
     if args.confusion:
-        from .plots import plot_confusion
+        from .reports.plots import plot_confusion
         plot_confusion(rep, args.confusion)
     print(json.dumps(rep, indent=2) if args.json else format_report(rep))
     return 0
 
 
 def cmd_models(args) -> int:
-    from .config import DEFAULT_MODEL, shipped_models
-    from .runtime import load_predictor
+    from .network.config import DEFAULT_MODEL, shipped_models
+    from .network.predictor import load_predictor
     for name in sorted(shipped_models()):
         m = load_predictor(name)
         flag = " (default)" if name == DEFAULT_MODEL else ""
@@ -507,15 +507,16 @@ def cmd_models(args) -> int:
         if args.verbose:
             print(f"  {m.path} ({m.path.stat().st_size / 1e6:.1f} MB), runs on {m.provider}")
     if args.verbose:
-        from .runtime import provider_summary
+        from .network.predictor import provider_summary
         print(provider_summary())
     return 0
 
 
 def cmd_merge(args) -> int:
     import io
-    from .fileio import write_text
-    from .parallel import merge
+
+    from .common.fileio import write_text
+    from .recognition.parallel import merge
     out = io.StringIO() if args.out else sys.stdout
     n = merge(args.outputs, out, sort=args.sort)
     if args.out:
@@ -525,10 +526,10 @@ def cmd_merge(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
-    from .calibration import calibrate
-    from .config import resolve_model_path
-    from .datasets import evaluation_set, training_faces
-    from .runtime import load_predictor
+    from .network.config import resolve_model_path
+    from .network.predictor import load_predictor
+    from .prepare.datasets import evaluation_set, training_faces
+    from .training.calibration import calibrate
 
     if args.split.lower().replace("_", "") in ("privatetest", "test", "all"):
         raise MimikaError(f"--split {args.split}: calibration is fitted on validation faces, never on a test split")
@@ -554,8 +555,9 @@ def cmd_serve(args) -> int:
 
 def cmd_configure(args) -> int:
     from dataclasses import replace
-    from .export import update_model_config
-    from .runtime import load_predictor
+
+    from .network.export import update_model_config
+    from .network.predictor import load_predictor
     path = Path(args.model)
     if (args.tta is not None or args.margin is not None) and path.suffix != ".npz":
         raise MimikaError(f"{path}: --tta and --margin rewrite a .npz model file (export it again afterwards)")
@@ -583,8 +585,8 @@ def cmd_configure(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .export import calibration_faces, export_onnx
-    from .model import Model
+    from .network.export import calibration_faces, export_onnx
+    from .network.model import Model
     if args.calibration and not args.int8:
         raise MimikaError("--calibration is for --int8 exports")
     if args.int8 and not args.calibration:
@@ -601,7 +603,7 @@ def cmd_export(args) -> int:
 
 def _check_export(args, model) -> int:
     if args.device:
-        from .export import check_export
+        from .network.export import check_export
         diff, provider, device = check_export(model, args.out, args.device)
         print(f"checked {args.out}: ONNX Runtime ({provider}) against PyTorch ({device}) on faces of the bundled "
               f"photo: largest probability difference {diff:.2e}")
@@ -610,11 +612,11 @@ def _check_export(args, model) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from .progress import set_quiet
+    from .common.progress import set_quiet
     set_quiet(any(getattr(args, k, False) for k in ("json", "jsonl", "csv")))
     try:
         if getattr(args, "nproc", None) is not None:  # a training command: launch torchrun, or join its run
-            from .distributed import enter
+            from .training.distributed import enter
             code = enter(args.nproc, args.device, sys.argv[1:] if argv is None else list(argv),
                          getattr(args, "checkpoint", None) or getattr(args, "resume", None))
             if code is not None:

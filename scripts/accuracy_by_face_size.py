@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from mimika import load_dataset, load_predictor
-from mimika.evaluation import evaluate
+from mimika.reports.evaluation import evaluate
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mimika.config import shipped_models
+from mimika.network.config import shipped_models
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -27,12 +27,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from mimika.config import tta_views
-from mimika.datasets import load_dataset, train_val_split
-from mimika.detection import PRESETS
-from mimika.evaluation import report
-from mimika.metrics import mcnemar_cells
-from mimika.model import Model
+from mimika.common.metrics import mcnemar_cells, report
+from mimika.network.config import tta_views
+from mimika.network.model import Model
+from mimika.prepare.datasets import load_dataset, train_val_split
+from mimika.prepare.detection import PRESETS
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 START = "ferplus"

@@ -19,10 +19,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mimika.crop import crop_face
-from mimika.datasets import load_dataset
-from mimika.detection import get_detector
-from mimika.runtime import load_predictor
+from mimika.network.predictor import load_predictor
+from mimika.prepare.crop import crop_face
+from mimika.prepare.datasets import load_dataset
+from mimika.prepare.detection import get_detector
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 
 from mimika import CropSpec
-from mimika.datasets import load_dataset
-from mimika.detection import PRESETS
+from mimika.prepare.datasets import load_dataset
+from mimika.prepare.detection import PRESETS
 
 
 def main() -> None:

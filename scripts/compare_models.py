@@ -23,13 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from mimika.calibration import class_prior, prediction_logits
-from mimika.config import with_settings
-from mimika.datasets import load_dataset
-from mimika.detection import PRESETS
-from mimika.evaluation import report
-from mimika.metrics import mcnemar_cells
-from mimika.runtime import load_predictor
+from mimika.common.metrics import mcnemar_cells, report
+from mimika.network.config import with_settings
+from mimika.network.predictor import load_predictor
+from mimika.prepare.datasets import load_dataset
+from mimika.prepare.detection import PRESETS
+from mimika.training.calibration import class_prior, prediction_logits
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -21,10 +21,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from mimika.evaluation import recall_line
-from mimika.export import update_model_config
-from mimika.config import resolve_model_path
-from mimika.runtime import load_predictor
+from mimika.network.config import resolve_model_path
+from mimika.network.export import update_model_config
+from mimika.network.predictor import load_predictor
+from mimika.reports.evaluation import recall_line
 
 ROOT = Path(__file__).resolve().parents[1]
 CKPLUS = ["ckplus", "--detector", "cnn"]

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from mimika.datasets import load_dataset
-from mimika.detection import PRESETS
-from mimika.evaluation import recall_line, report
-from mimika.metrics import mcnemar_cells
-from mimika.runtime import load_predictor
+from mimika.common.metrics import mcnemar_cells
+from mimika.network.predictor import load_predictor
+from mimika.prepare.datasets import load_dataset
+from mimika.prepare.detection import PRESETS
+from mimika.reports.evaluation import recall_line, report
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

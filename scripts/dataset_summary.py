@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from mimika import CropSpec
-from mimika.datasets import load_dataset
+from mimika.prepare.datasets import load_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 SETS = [  # path under --data, crop spec (the model input it is prepared for)

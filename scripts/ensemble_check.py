@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mimika.datasets import load_dataset
-from mimika.evaluation import report
-from mimika.runtime import load_predictor
+from mimika.common.metrics import report
+from mimika.network.predictor import load_predictor
+from mimika.prepare.datasets import load_dataset
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

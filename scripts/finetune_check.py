@@ -27,14 +27,14 @@ import argparse
 from pathlib import Path
 
 from mimika.api import fine_tune, train
-from mimika.calibration import fit_calibration
-from mimika.config import with_settings
-from mimika.datasets import joined, load_dataset, train_val_split
-from mimika.detection import PRESETS
-from mimika.metrics import mcnemar_cells
-from mimika.model import Model
-from mimika.options import TrainOptions
-from mimika.training import kept_as_teacher
+from mimika.common.metrics import mcnemar_cells
+from mimika.network.config import with_settings
+from mimika.network.model import Model
+from mimika.prepare.datasets import joined, load_dataset, train_val_split
+from mimika.prepare.detection import PRESETS
+from mimika.training.calibration import fit_calibration
+from mimika.training.loop import kept_as_teacher
+from mimika.training.options import TrainOptions
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 START = "ferplus"

@@ -46,9 +46,9 @@ from pathlib import Path
 import numpy as np
 sys.path.insert(0, "bench")
 from scale import make_photos
-from mimika.config import shipped_models
+from mimika.network.config import shipped_models
 from mimika.recognition import Recognizer, expand_inputs
-from mimika.runtime import load_predictor
+from mimika.network.predictor import load_predictor
 photos = expand_inputs([make_photos(Path(sys.argv[1]) / "photos", 64)])
 for name in sorted(shipped_models()):
     out = {}

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from mimika.config import probabilities
-from mimika.datasets import load_dataset
-from mimika.detection import get_detector
-from mimika.evaluation import among, report
-from mimika.runtime import load_predictor
+from mimika.network.config import probabilities
+from mimika.network.predictor import load_predictor
+from mimika.prepare.datasets import load_dataset
+from mimika.prepare.detection import get_detector
+from mimika.reports.evaluation import among, report
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

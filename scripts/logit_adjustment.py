@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mimika.calibration import class_prior, prediction_logits, probabilities
-from mimika.datasets import load_dataset
-from mimika.evaluation import report
-from mimika.runtime import load_predictor
+from mimika.common.metrics import report
+from mimika.network.predictor import load_predictor
+from mimika.prepare.datasets import load_dataset
+from mimika.training.calibration import class_prior, prediction_logits, probabilities
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -164,8 +164,8 @@ def fer_training_faces(fer_csv: Path, n: int = 2000):
 def calibration_images(faces, count: int = 40, seed: int = 0):
     """Gray scenes for INT8 calibration: 1-8 faces of 12 px to 90% of the side pasted on a
     blurred, dimmed face as background, at the network sizes mimika uses (fixed seed)."""
-    import numpy as np
     import cv2
+    import numpy as np
     rng = np.random.default_rng(seed)
     sizes = [(288, 384), (256, 320), (128, 128), (224, 224), (384, 512)]
     out = []
@@ -189,8 +189,13 @@ def centerface_int8(fp32: bytes, calibration) -> bytes:
     import numpy as np
     import onnx
     from onnx import version_converter
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Reader(CalibrationDataReader):
@@ -347,7 +352,7 @@ def main() -> None:
           f"{check_against(fp32, shipped, [{'image': x}, {'image': x}], output=0):.3f}")
     license_name = "LICENSE-centerface.txt"
     sys.path.insert(0, str(ROOT))
-    from mimika.fileio import write_bytes, write_text
+    from mimika.common.fileio import write_bytes, write_text
     write_bytes(out / SHIPPED, shipped)
     write_bytes(out / license_name, license_text + LICENSE_NOTE)
     write_text(out / "PROVENANCE.md", provenance(source, shipped, license_name, fer_csv, len(calibration)))

@@ -13,8 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mimika.config import resolve_model_path
-from mimika.model import Model
+from mimika.network.config import resolve_model_path
+from mimika.network.model import Model
 
 
 def main() -> None:
@@ -33,7 +33,7 @@ def main() -> None:
     rep, table = evaluate(eval_cmd)
     onnx_config = None
     if onnx_path.exists():
-        from mimika.runtime import OnnxModel
+        from mimika.network.predictor import OnnxModel
         onnx_config = OnnxModel(onnx_path).config
     int8 = onnx_config is not None and onnx_config.precision == "int8"
     float_path = path.with_suffix(".float.onnx")  # the exact float version shipped beside an INT8 file

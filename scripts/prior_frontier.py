@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from mimika.calibration import prediction_logits, probabilities
-from mimika.datasets import load_dataset
-from mimika.detection import PRESETS
-from mimika.evaluation import report
-from mimika.runtime import load_predictor
+from mimika.common.metrics import report
+from mimika.network.predictor import load_predictor
+from mimika.prepare.datasets import load_dataset
+from mimika.prepare.detection import PRESETS
+from mimika.training.calibration import prediction_logits, probabilities
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 FER_MUST, CK_MUST = 0.880, 0.75

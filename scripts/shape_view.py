@@ -23,12 +23,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mimika.calibration import prediction_logits
-from mimika.datasets import load_dataset
-from mimika.evaluation import report
-from mimika.fileio import atomic_path
-from mimika.metrics import mcnemar_cells
-from mimika.runtime import load_predictor
+from mimika.common.fileio import atomic_path
+from mimika.common.metrics import mcnemar_cells, report
+from mimika.network.predictor import load_predictor
+from mimika.prepare.datasets import load_dataset
+from mimika.training.calibration import prediction_logits
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 MESH_SIZE = 192

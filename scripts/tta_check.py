@@ -15,10 +15,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mimika.config import TTA_MODES, with_settings
-from mimika.datasets import load_dataset
-from mimika.evaluation import report
-from mimika.runtime import load_predictor
+from mimika.common.metrics import report
+from mimika.network.config import TTA_MODES, with_settings
+from mimika.network.predictor import load_predictor
+from mimika.prepare.datasets import load_dataset
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

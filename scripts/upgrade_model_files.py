@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from mimika.config import METADATA_KEY, MODEL_FORMAT, shipped_models
-from mimika.container import content_checksum, read_container, write_container
-from mimika.fileio import write_bytes
-from mimika.runtime import CHECKSUM_KEY, OnnxModel, model_checksum
+from mimika.common.container import content_checksum, read_container, write_container
+from mimika.common.fileio import write_bytes
+from mimika.network.config import METADATA_KEY, MODEL_FORMAT, shipped_models
+from mimika.network.predictor import CHECKSUM_KEY, OnnxModel, model_checksum
 
 
 def upgrade_npz(path: Path) -> str:

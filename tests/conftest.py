@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import mimika
-from mimika.detection import HaarDetector
+from mimika.prepare.detection import HaarDetector
 
 SAMPLE = Path(mimika.__file__).parent / "samples" / "astronaut.jpg"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

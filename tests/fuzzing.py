@@ -1482,7 +1482,7 @@ def _load_predictor(path):
     fn = getattr(mimika, "load_predictor", None)
     if fn is None:
         from importlib import import_module
-        fn = import_module("mimika.runtime").load_predictor
+        fn = import_module("mimika.network.predictor").load_predictor
     return fn(path)
 
 

@@ -8,8 +8,8 @@ import pytest
 
 import mimika
 from mimika.cli import main
-from mimika.crop import ALIGN_TEMPLATE, CropSpec, aligned_crop, crop_face
-from mimika.detection import get_detector
+from mimika.prepare.crop import ALIGN_TEMPLATE, CropSpec, aligned_crop, crop_face
+from mimika.prepare.detection import get_detector
 
 
 def rotated(gray, degrees):
@@ -43,7 +43,7 @@ def test_a_tilted_face_is_cropped_upright(gray, degrees):
 def test_the_aligned_crop_puts_the_landmarks_on_the_template(gray):
     spec = CropSpec(96, 96)
     d = get_detector("cnn").detect(rotated(gray, 25))[0]
-    M = mimika.crop.eye_level_similarity(np.array(d.landmarks), ALIGN_TEMPLATE * 96)
+    M = mimika.prepare.crop.eye_level_similarity(np.array(d.landmarks), ALIGN_TEMPLATE * 96)
     mapped = np.array(d.landmarks) @ M[:, :2].T + M[:, 2]
     assert abs(mapped[0, 1] - mapped[1, 1]) < 1e-6  # the eyes level
     assert np.abs(mapped - ALIGN_TEMPLATE * 96).max() < 6  # each landmark within a few pixels of its place

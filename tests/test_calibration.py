@@ -8,9 +8,9 @@ import pytest
 
 import mimika
 from mimika import MimikaError, Model, OnnxModel, create_model, export_onnx
-from mimika.calibration import probabilities, temperature_for
-from mimika.metrics import expected_calibration_error
 from mimika.cli import main
+from mimika.common.metrics import expected_calibration_error
+from mimika.training.calibration import probabilities, temperature_for
 
 
 def test_calibration_error_by_hand():
@@ -59,8 +59,8 @@ def test_the_fitted_balance_removes_a_prior_baked_into_the_logits():
     """Logits that add log(training share) to an even evidence: on validation faces of even
     classes the best balanced accuracy is found by subtracting about that prior, and the rare
     classes' recall comes back."""
-    from mimika.calibration import balance_for, class_prior
-    from mimika.metrics import balanced_accuracy
+    from mimika.common.metrics import balanced_accuracy
+    from mimika.training.calibration import balance_for, class_prior
     rng = np.random.default_rng(1)
     shares = np.array([0.7, 0.2, 0.07, 0.03])
     y = rng.integers(0, 4, 4000)
@@ -82,8 +82,9 @@ def test_calibrate_stores_the_prior_and_prediction_can_answer_balanced(tmp_path,
     copies it all to the other file of the same weights; a file without shares refuses it in
     one line. `fit_calibration` fits the same for a model in memory and writes nothing."""
     import cv2
+
     from mimika import Recognizer
-    from mimika.calibration import calibrate, fit_calibration, probabilities, prediction_logits
+    from mimika.training.calibration import calibrate, fit_calibration, prediction_logits, probabilities
     model = create_model("vgg48", seed=2)
     model.save(tmp_path / "m.npz")
     onnx_path = export_onnx(model, tmp_path / "m.onnx", half=False)
@@ -127,7 +128,7 @@ def test_calibrate_stores_the_prior_and_prediction_can_answer_balanced(tmp_path,
     ("class_prior", [0.5, 0.5], "one share per label"), ("class_prior", [0.0, 0.5] + [0.1] * 5, "each above 0"),
     ("balance", -1, "'balance' must be"), ("prior", "uniform", "'prior' must be one of")])
 def test_bad_prior_fields_are_refused(field, value, why):
-    from mimika.config import ModelConfig
+    from mimika.network.config import ModelConfig
     d = create_model("vgg48").config.to_dict()
     d.update({"class_prior": [1 / 7] * 7, "balance": 0.5, field: value})
     with pytest.raises(MimikaError, match=why):

@@ -9,10 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
-from mimika.errors import MimikaError
-from mimika.boxes import LANDMARKS, Detection
-from mimika.centerface import CnnDetector, detector_path
-from mimika.detection import get_detector as get_cnn_detector
+from mimika.common.errors import MimikaError
+from mimika.prepare.boxes import LANDMARKS, Detection
+from mimika.prepare.centerface import CnnDetector, detector_path
+from mimika.prepare.detection import get_detector as get_cnn_detector
 
 FACE_CENTRE = (235, 125)  # the astronaut's face in the 512x512 photo, roughly (between the eyes, nose)
 

@@ -197,7 +197,7 @@ def test_version_comes_from_the_package_metadata():
 
 @pytest.mark.parametrize("shape", [(120, 160), (480, 640), (3000, 4000)])
 def test_captions_scale_with_the_photo_and_stay_off_the_box_line(shape):
-    from mimika.annotate import caption_layout
+    from mimika.recognition.annotate import caption_layout
     H, W = shape
     for box in [(W // 3, H // 3, W // 4, W // 4), (5, 2, W // 5, W // 5)]:  # room above; none above
         (left, top, right, bottom), scale, thick = caption_layout(box, "happiness 0.99", shape)
@@ -211,17 +211,17 @@ def test_captions_scale_with_the_photo_and_stay_off_the_box_line(shape):
 def test_faces_taken_whole_need_no_haar_cascade(astronaut_face, tmp_path, monkeypatch, capsys):
     """OpenCV 5 ships no Haar cascades: training and evaluating on pre-cropped faces must not ask
     for one (only cropping by the dataset detector does)."""
-    import mimika.haar
+    import mimika.prepare.haar
     for name, face in [("happiness", astronaut_face), ("surprise", astronaut_face[::-1])]:
         (tmp_path / "d" / name).mkdir(parents=True)
         for i in range(4):
             cv2.imwrite(str(tmp_path / "d" / name / f"s{i}_{name}.png"), np.roll(face, 3 * i, axis=1))
-    monkeypatch.setattr(mimika.haar, "haar_cascade_path", lambda *a: str(tmp_path / "no-opencv-cascades.xml"))
-    mimika.haar._cascade.cache_clear()
+    monkeypatch.setattr(mimika.prepare.haar, "haar_cascade_path", lambda *a: str(tmp_path / "no-opencv-cascades.xml"))
+    mimika.prepare.haar._cascade.cache_clear()
     data, model = str(tmp_path / "d"), str(tmp_path / "m.npz")
     assert main(["train", "--data", data, "--crop", "whole", "--epochs", "1", "--out", model]) == 0
     assert main(["evaluate", "--model", model, "--data", data, "--crop", "whole"]) == 0
     assert "faces 8" in capsys.readouterr().out
     assert main(["evaluate", "--model", model, "--data", data, "--crop", "detect"]) == 2
     assert "no-opencv-cascades.xml: no such cascade file" in capsys.readouterr().err
-    mimika.haar._cascade.cache_clear()
+    mimika.prepare.haar._cascade.cache_clear()

@@ -13,10 +13,10 @@ import pytest
 
 from mimika import CropSpec, MimikaError
 from mimika.cli import main
-from mimika.crossval import subject_folds
-from mimika.datasets import load_dataset
-from mimika.datasets.fer2013 import ferplus_majority, load_fer2013, read_fer2013_csv
-from mimika.evaluation import report
+from mimika.common.metrics import report
+from mimika.prepare.datasets import load_dataset
+from mimika.prepare.datasets.fer2013 import ferplus_majority, load_fer2013, read_fer2013_csv
+from mimika.training.crossval import subject_folds
 
 USAGES = ["Training"] * 6 + ["PublicTest"] * 2 + ["PrivateTest"] * 2
 
@@ -100,7 +100,7 @@ def test_ferplus_out_of_step_and_bad_rows(fer_dir):
 
 def test_cache_skips_preparation_the_second_time(ckplus_tree, tmp_path, monkeypatch):
     monkeypatch.setenv("MIMIKA_CACHE", str(tmp_path / "cache"))
-    import mimika.datasets.ckplus as ck
+    import mimika.prepare.datasets.ckplus as ck
     calls = []
     real = ck.crop_files
     monkeypatch.setattr(ck, "crop_files", lambda *a, **k: calls.append(1) or real(*a, **k))
@@ -199,7 +199,7 @@ def test_joint_training_splits_each_set_by_its_own_protocol(fer_dir, ckplus_tree
     found again and none of them trained."""
     monkeypatch.setenv("MIMIKA_CACHE", str(tmp_path / "cache"))
     from mimika import Model
-    from mimika.datasets import joint_split, training_faces
+    from mimika.prepare.datasets import joint_split, training_faces
     ferplus, spec = fer_dir / "fer2013new.csv", CropSpec(48, 48)
     out = tmp_path / "joint.npz"
     assert main(["train", "--data", str(ferplus), "--data", str(ckplus_tree), "--with-neutral", "--arch", "vgg48",
@@ -223,7 +223,7 @@ def test_joint_training_splits_each_set_by_its_own_protocol(fer_dir, ckplus_tree
                  "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["n"] == len(ck) - n_ck_train
     (tmp_path / "baseline.npz").write_bytes((tmp_path / "joint.npz").read_bytes())  # stands for a model without CK+
-    from mimika.export import update_model_config
+    from mimika.network.export import update_model_config
     update_model_config(tmp_path / "baseline.npz", info={})
     assert main(["evaluate", "--model", str(tmp_path / "baseline.npz"), "--data", str(ckplus_tree), "--with-neutral",
                  "--split", "heldout", "--held-out-by", str(out), "--json"]) == 0
@@ -238,7 +238,7 @@ def test_joint_training_splits_each_set_by_its_own_protocol(fer_dir, ckplus_tree
 def test_joining_sets_records_every_set_s_held_out_people_and_changes_none():
     """Two sets split by subjects: both sets' held-out people are recorded (and none trains); the sets
     joined are left as they were (a set without votes gets one-hot targets in the joined copy only)."""
-    from mimika.datasets import FaceSet, joined, joint_split
+    from mimika.prepare.datasets import FaceSet, joined, joint_split
     rng = np.random.default_rng(0)
 
     def faceset(prefix, labels, soft):
@@ -353,7 +353,7 @@ def test_gzip_cut_short_and_gzip_bomb(tmp_path, monkeypatch):
     with pytest.raises(MimikaError, match="cut.csv.gz: line") as e:
         read_fer2013_csv(cut)
     assert "Compressed file ended" in str(e.value) or "end-of-stream" in str(e.value)
-    import mimika.datasets.fer2013 as fer
+    import mimika.prepare.datasets.fer2013 as fer
     monkeypatch.setattr(fer, "MAX_TEXT_BYTES", 1 << 20)  # the real cap is 2 GiB; the mechanism is the same
     bomb = tmp_path / "bomb.csv.gz"  # many rows, more text than a FER CSV holds
     bomb.write_bytes(gzip.compress(b"emotion,pixels,Usage\n" + f"0,{GOOD_PIXELS},Training\n".encode() * 400))
@@ -372,7 +372,7 @@ def test_gzip_cut_short_and_gzip_bomb(tmp_path, monkeypatch):
     ("1.5,0,0,0,0,0,0,0,0,0", "vote counts must be whole numbers"),
 ])
 def test_malformed_ferplus_votes(fer_dir, votes, message):
-    from mimika.datasets.fer2013 import read_ferplus_votes
+    from mimika.prepare.datasets.fer2013 import read_ferplus_votes
     path = fer_dir / "fer2013new.csv"
     lines = path.read_text().splitlines()
     usage, name = lines[1].split(",")[:2]
@@ -393,7 +393,7 @@ def test_a_split_without_rows_is_one_line(fer_dir, tmp_path, monkeypatch, capsys
 @pytest.mark.parametrize("code, message", [("nan", "not a CK\\+ emotion code"), ("inf", "not a CK\\+ emotion code"),
                                            ("junk", "not a CK\\+ emotion file"), ("9.0", "not a CK\\+ emotion code")])
 def test_ckplus_bad_codes_name_the_file(ckplus_tree, code, message):
-    from mimika.datasets import load_ckplus
+    from mimika.prepare.datasets import load_ckplus
     label = next((ckplus_tree / "Emotion").rglob("*_emotion.txt"))
     label.write_text(f"   {code}\n")
     with pytest.raises(MimikaError, match=message) as e:
@@ -402,7 +402,7 @@ def test_ckplus_bad_codes_name_the_file(ckplus_tree, code, message):
 
 
 def test_ckplus_fifo_label_and_fifo_frame_do_not_hang(ckplus_tree):
-    from mimika.datasets import load_ckplus
+    from mimika.prepare.datasets import load_ckplus
     label = next((ckplus_tree / "Emotion").rglob("*_emotion.txt"))
     label.unlink()
     os.mkfifo(label)
@@ -418,8 +418,8 @@ def test_ckplus_fifo_label_and_fifo_frame_do_not_hang(ckplus_tree):
 
 
 def test_a_new_layout_is_one_table_entry():
-    from mimika.datasets import LAYOUTS
-    from mimika.datasets.registry import Layout
+    from mimika.prepare.datasets import LAYOUTS
+    from mimika.prepare.datasets.registry import Layout
     assert [layout.name for layout in LAYOUTS] == ["ferplus", "fer2013", "ckplus", "folders"]
     assert all(isinstance(layout, Layout) and layout.default_crop in ("whole", "detect") for layout in LAYOUTS)
 
@@ -431,24 +431,53 @@ def run_script(name: str, *args: str, cache: Path | None = None) -> subprocess.C
     return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=120, env=env)
 
 
-def test_the_package_has_no_import_circle():
+def test_the_package_has_no_import_circle_and_no_import_against_the_wings_order():
     out = run_script("module_map.py").stdout
-    assert "import circles: 0" in out, out
+    assert "import circles: 0" in out and "imports against the wings' order: 0" in out, out
+    for wing in ("common", "prepare", "network", "training", "recognition", "shell"):
+        assert f"{wing} (level" in out
+
+
+def test_the_wing_check_sees_an_import_upwards_or_sideways():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("module_map", Path(__file__).resolve().parents[1] / "scripts"
+                                                  / "module_map.py")
+    module_map = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module_map)
+    graph = {"mimika.prepare.centerface": {"mimika.network.predictor", "mimika.common.sessions"},
+             "mimika.recognition.parallel": {"mimika.training.distributed"},
+             "mimika.training.loop": {"mimika.network.model", "mimika.prepare.datasets"},
+             "mimika.cli": {"mimika.training.loop", "mimika.recognition.recognizer"}}
+    assert module_map.against_order(graph) == [("mimika.prepare.centerface", "mimika.network.predictor"),
+                                              ("mimika.recognition.parallel", "mimika.training.distributed")]
+
+
+def test_the_import_paths_before_the_wings_still_work_and_say_where_they_went():
+    code = ("import warnings; warnings.simplefilter('error');\n"
+            "import mimika.prepare.images as new\n"
+            "try:\n import mimika.images\nexcept DeprecationWarning as w: print(w)\n"
+            "warnings.simplefilter('ignore'); import mimika.images as old; from mimika.datasets.registry import LAYOUTS\n"
+            "from mimika.prepare.datasets.registry import LAYOUTS as L2; from mimika.training import Trainer\n"
+            "from mimika.recognition import Recognizer; print(old is new, LAYOUTS is L2, Trainer.__module__,"
+            " Recognizer.__module__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.splitlines() == ["mimika.images is now mimika.prepare.images; the old name goes in the next release",
+                                       "True True mimika.training.loop mimika.recognition.recognizer"], out.stderr
 
 
 def test_mcnemar_p_by_hand():
     """The exact two-sided test on the faces only one model gets right (scripts/compare_models.py)."""
-    from mimika.metrics import mcnemar_p
+    from mimika.common.metrics import mcnemar_p
     assert mcnemar_p(10, 0) == pytest.approx(2 / 2 ** 10) and mcnemar_p(0, 10) == mcnemar_p(10, 0)
     assert mcnemar_p(8, 2) == pytest.approx(2 * (1 + 10 + 45) / 2 ** 10)  # 0.109: 8 of 10 is not yet a win
     assert mcnemar_p(5, 5) == 1.0 and mcnemar_p(0, 0) == 1.0
-    from mimika.metrics import format_p
+    from mimika.common.metrics import format_p
     assert format_p(mcnemar_p(8, 2)) == "0.109" and format_p(mcnemar_p(20, 0)) == "1.9e-06"  # never 0.000
 
 
 def test_the_faces_only_one_model_gets_right_and_a_reports_recall_line():
-    from mimika.evaluation import recall_line, report
-    from mimika.metrics import mcnemar_cells, only_right
+    from mimika.common.metrics import mcnemar_cells, only_right
+    from mimika.reports.evaluation import recall_line, report
     a, b = np.array([1, 1, 0, 0, 1], bool), np.array([1, 0, 1, 0, 0], bool)
     assert only_right(a, b) == (2, 1) and only_right(b, a) == (1, 2)
     assert mcnemar_cells(a, b) == "2 / 1 | 1.000"  # the two table cells every comparison script prints

@@ -17,10 +17,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import fuzzing as F
 import numpy as np
 import pytest
-
-import fuzzing as F
 
 SEED = int(os.environ.get("MIMIKA_FUZZ_SEED", "20240917"))
 N_IMAGES = 2100

@@ -23,8 +23,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from mimika import MimikaError
-from mimika import images
-from mimika import video
+from mimika.prepare import images, video
 
 # ---------------------------------------------------------------------------------------------
 # helpers

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from mimika import CropSpec, MimikaError, crop_face, detect_faces, load_ckplus, load_gray
-from mimika.datasets import load_class_folders, load_dataset
-from mimika.datasets.ckplus import peak_frames
+from mimika.prepare.datasets import load_class_folders, load_dataset
+from mimika.prepare.datasets.ckplus import peak_frames
 
 ASTRONAUT_FACE_CENTER = (235, 125)  # roughly, in the 512x512 photo
 
@@ -142,7 +142,7 @@ def test_empty_training_folder(tmp_path):
 
 
 def test_detector_presets_and_overrides(astronaut_bgr, tmp_path):
-    from mimika.detection import PRESETS, get_detector
+    from mimika.prepare.detection import PRESETS, get_detector
     gray = cv2.cvtColor(astronaut_bgr, cv2.COLOR_BGR2GRAY)
     for name in ("cnn", "cnn-fast", "haar", "haar-thorough", "haar-fast", "haar-baseline"):
         (x, y, w, h), = PRESETS[name](gray)

@@ -1,15 +1,14 @@
 """Module 2: the original network, and model files that rebuild it without pickle."""
 
-import zipfile
-
 import json
+import zipfile
 
 import numpy as np
 import pytest
 import torch
 
 from mimika import MimikaError, Model, create_model, load_model
-from mimika.nets import SeedCNN
+from mimika.network.architectures import SeedCNN
 
 
 def test_seed_is_the_original_cnn():
@@ -65,8 +64,8 @@ def test_corrupt_foreign_and_missing_model_files(tmp_path):
     m = create_model()
     meta, arrays = m.file_contents()
     arrays.pop("param/head.weight")
-    from mimika.config import MODEL_FORMAT
-    from mimika.container import write_container
+    from mimika.common.container import write_container
+    from mimika.network.config import MODEL_FORMAT
     write_container(wrong, MODEL_FORMAT, meta, arrays)
     for path, msg in [(junk, "not a mimika model file"), (foreign, "not a mimika model file"),
                       (pickled, "not a mimika model file"), (truncated, "not a mimika model file"),
@@ -101,8 +100,8 @@ def _npz_with(tmp_path, name, meta=None, arrays=None, raw_meta=None):
 
 
 def test_damaged_weights_are_refused_not_used(tmp_path):
-    from mimika.config import MODEL_FORMAT
-    from mimika.container import read_container, write_container
+    from mimika.common.container import read_container, write_container
+    from mimika.network.config import MODEL_FORMAT
     model = create_model("seed", seed=0)
     meta, arrays = model.file_contents()
     path = write_container(tmp_path / "m.npz", MODEL_FORMAT, meta, arrays)
@@ -124,7 +123,7 @@ def test_damaged_weights_are_refused_not_used(tmp_path):
     ("face_cache", "expected 'mimika-model'"),
 ])
 def test_hostile_model_files_end_in_one_line(tmp_path, case, message):
-    from mimika.config import MODEL_FORMAT
+    from mimika.network.config import MODEL_FORMAT
     model = create_model("seed", seed=0)
     meta, arrays = model.file_contents()
     doc = {"format": MODEL_FORMAT, "format_version": 1, **meta}
@@ -175,8 +174,8 @@ def test_encrypted_and_unsupported_zip_entries(tmp_path):
 
 
 def test_a_changed_label_list_is_damage_too(tmp_path):
-    from mimika.config import MODEL_FORMAT
-    from mimika.container import read_container
+    from mimika.common.container import read_container
+    from mimika.network.config import MODEL_FORMAT
     path = create_model("seed", seed=0).save(tmp_path / "m.npz")
     meta, arrays = read_container(path, MODEL_FORMAT)
     meta["model"]["labels"] = meta["model"]["labels"][::-1]  # the same weights, other answers

@@ -1,8 +1,8 @@
 """The loaders on ../shared/data, where it is present (skipped elsewhere: the data is not ours to ship)."""
 
 import pytest
-
 from conftest import SHARED
+
 from mimika import CropSpec, load_ckplus
 
 pytestmark = pytest.mark.skipif(not (SHARED / "ckplus").is_dir(), reason="../shared/data not present")
@@ -22,6 +22,7 @@ def test_shipped_int8_models_agree_with_their_pytorch_weights_on_fer_faces(name,
     """The INT8 prediction files against the float weights they came from, on 1,000 PublicTest faces
     (measured: top-1 agreement 99.5% / 99.6%, mean largest probability difference 0.004 / 0.005)."""
     import numpy as np
+
     from mimika import Model, OnnxModel, load_dataset, shipped_models
     files = shipped_models()[name]
     torch_model, onnx_model = Model.load(files[".npz"]), OnnxModel(files[".onnx"])

@@ -132,7 +132,7 @@ def test_folders_are_classified_in_bounded_batches(astronaut_path, tmp_path, mon
     sizes = []
     real = rec.model.predict_proba
     monkeypatch.setattr(rec.model, "predict_proba", lambda crops: sizes.append(len(crops)) or real(crops))
-    from mimika.recognition import expand_inputs
+    from mimika.recognition.recognizer import expand_inputs
     results = list(rec.get_files([s.path for s in expand_inputs([tmp_path])], batch_faces=3))
     assert [r.file.split("/")[-1] for r in results] == ["bad.jpg"] + [f"img{i}.jpg" for i in range(7)]
     assert results[0].error and all(len(r.faces) == 1 for r in results[1:])
@@ -164,7 +164,8 @@ def test_shift_tta_averages_ten_views_moved_two_pixels_of_48(shipped_model, astr
     pixels with the border repeated (as OpenCV's replicate border moves them); the 10 views'
     logits averaged. Smaller than the batch or larger, the answer is the same."""
     import cv2
-    from mimika.config import tta_views
+
+    from mimika.network.config import tta_views
     c = shipped_model.config.crop
     faces = np.stack([cv2.resize(astronaut_face, (c.width, c.height)),
                       cv2.resize(astronaut_face[40:, 30:], (c.width, c.height))])
@@ -191,7 +192,7 @@ def test_shift_tta_averages_ten_views_moved_two_pixels_of_48(shipped_model, astr
 
 
 def test_progress_is_quiet_off_a_terminal(capsys):
-    from mimika.progress import progress
+    from mimika.common.progress import progress
     assert list(progress(range(3), "x")) == [0, 1, 2]
     assert capsys.readouterr().err == ""  # pytest's stderr is not a terminal
 
@@ -243,7 +244,7 @@ def test_the_cnn_detector_looks_at_colour_and_haar_at_gray(astronaut_path, astro
     """The CNN finds more faces in colour (bench/detection.py), so recognition hands it the colour
     image, from files and arrays alike; Haar and crop="whole" get gray; the crops the
     model reads stay gray, so a colour photo and its gray copy give the same face."""
-    from mimika.detection import get_detector
+    from mimika.prepare.detection import get_detector
     seen = []
 
     class Spy:

@@ -57,8 +57,8 @@ def test_each_int8_model_ships_with_its_float_version():
 def test_shipped_int8_model_stays_close_to_pytorch(name, astronaut_face):
     """INT8 files trade exactness for speed: same config apart from how the file was made, and on
     a real face the same answer with probabilities within 0.01 (the FER test sets: tests/test_real_data.py)."""
-    from conftest import variants
     import cv2
+    from conftest import variants
     files = shipped_models()[name]
     torch_model, onnx_model = Model.load(files[".npz"]), OnnxModel(files[".onnx"])
     info = onnx_model.config.to_dict()
@@ -74,8 +74,8 @@ def test_shipped_int8_model_stays_close_to_pytorch(name, astronaut_face):
 
 
 def test_int8_export_from_the_command_line(tmp_path, astronaut_face, capsys):
-    from conftest import two_class_faces
     import cv2
+    from conftest import two_class_faces
     model = create_model("vgg48", seed=2)
     model.save(tmp_path / "m.npz", dtype="float16")
     faces, codes = two_class_faces(astronaut_face, 12)
@@ -157,7 +157,7 @@ def test_training_without_torch_says_what_to_install(tmp_path):
 
 
 def test_recognizer_accepts_npz_onnx_and_loaded_models(astronaut_path):
-    files = shipped_models()[mimika.config.DEFAULT_MODEL]
+    files = shipped_models()[mimika.network.config.DEFAULT_MODEL]
     results = [mimika.Recognizer(m).get(astronaut_path)[0]
                for m in (None, files[".onnx"], files[".npz"], Model.load(files[".npz"]))]
     assert len({f.box for f in results}) == 1 and len({f.label for f in results}) == 1

@@ -27,11 +27,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from conftest import two_class_faces
+
 from mimika.cli import main
-from mimika.parallel import merge, parse_shard, shard, shard_of
-from mimika.recognition import Source, expand_inputs
+from mimika.recognition.parallel import merge, parse_shard, shard, shard_of
+from mimika.recognition.recognizer import Source, expand_inputs
 
 PYTHON = sys.executable
 TOLERANCE = 1e-5
@@ -41,9 +41,9 @@ import sys
 import numpy as np
 import torch
 from mimika import TrainOptions, create_model, train
-from mimika.crop import CropSpec
-from mimika.datasets import faces_from_arrays
-from mimika.distributed import join
+from mimika.prepare.crop import CropSpec
+from mimika.prepare.datasets import faces_from_arrays
+from mimika.training.distributed import join
 
 def run(data_file, out):
     d = np.load(data_file, allow_pickle=False)
@@ -156,7 +156,7 @@ def test_a_killed_rank_ends_the_run_in_one_line_and_the_checkpoint_resumes(faces
     last = stderr.strip().splitlines()[-1]
     assert last.startswith(f"mimika: error: rank 1 (pid {victim}) was killed by SIGKILL"), stderr
     assert f"--resume {ckpt}" in last and "2-process run" in last
-    from mimika.checkpoint import MODEL_FORMAT, WHAT, read_container
+    from mimika.training.checkpoint import MODEL_FORMAT, WHAT, read_container
     meta, _ = read_container(ckpt, MODEL_FORMAT, WHAT)
     done = meta["training"]["epoch"]
     assert meta["training"]["world_size"] == 2 and done >= 1
@@ -221,8 +221,8 @@ def test_videos_through_workers(astronaut_bgr, tmp_path, capsys):
 
 def test_workers_stream_in_input_order_with_bounded_tasks(photo_folder):
     """Chunks of one image and four workers: still input order; videos would be single tasks."""
-    from mimika.parallel import _tasks, predict
-    from mimika.recognition import Recognizer
+    from mimika.recognition.parallel import _tasks, predict
+    from mimika.recognition.recognizer import Recognizer
     sources = expand_inputs([photo_folder])
     got = [r.file for r in predict(Recognizer("seed"), sources, workers=3, chunk=1)]
     assert got == [s.path for s in sources]
@@ -240,7 +240,7 @@ def test_shards_partition_the_inputs():
     moved = [Source(f"/elsewhere/{n}", Path(n)) for n in names]  # another machine's mount point
     assert [shard_of(s, 4) for s in moved] == [shard_of(s, 4) for s in sources]
     assert parse_shard("2/4") == (2, 4)
-    from mimika.errors import MimikaError
+    from mimika.common.errors import MimikaError
     for bad in ("0/4", "5/4", "x", "1/0"):
         with pytest.raises(MimikaError, match="K/N|between 1 and N"):
             parse_shard(bad)
@@ -266,7 +266,7 @@ def test_merge_refuses_mixed_or_foreign_files(tmp_path):
     (tmp_path / "a.csv").write_text("file,frame\nx.jpg,\n")
     (tmp_path / "b.jsonl").write_text('{"file": "y.jpg", "faces": []}\n')
     (tmp_path / "c.txt").write_text("x.jpg: 1 face\n")
-    from mimika.errors import MimikaError
+    from mimika.common.errors import MimikaError
     with pytest.raises(MimikaError, match="mix formats"):
         merge([tmp_path / "a.csv", tmp_path / "b.jsonl"], io.StringIO())
     with pytest.raises(MimikaError, match="c.txt: not the CSV"):
@@ -290,8 +290,8 @@ def test_devices_cpu_everywhere_and_cuda_refused_in_one_line(astronaut_path, tmp
     assert main(["evaluate", "--model", "seed", "--data", "nowhere", "--device", "cuda"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "CUDA provider" in err[0] and "gpu" in err[0]
-    from mimika.distributed import resolve_device
-    from mimika.errors import MimikaError
+    from mimika.common.devices import resolve_device
+    from mimika.common.errors import MimikaError
     with pytest.raises(MimikaError, match="PyTorch sees no GPU"):
         resolve_device("cuda")
     assert resolve_device("auto") == "cpu"

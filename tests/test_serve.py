@@ -25,7 +25,7 @@ from starlette.websockets import WebSocketDisconnect  # noqa: E402
 
 import mimika  # noqa: E402
 from mimika import cli  # noqa: E402
-from mimika.detection import DEFAULT_DETECTOR, PRESETS, HaarDetector  # noqa: E402
+from mimika.prepare.detection import DEFAULT_DETECTOR, PRESETS, HaarDetector  # noqa: E402
 from mimika.serve import add_arguments, main, settings_from_args  # noqa: E402
 from mimika.serve.app import create_app  # noqa: E402
 from mimika.serve.local import LocalServer  # noqa: E402
@@ -231,7 +231,7 @@ def test_uploads_over_the_limit_are_413(client, jpeg):
 
 
 def test_images_over_the_pixel_limit_are_400(jpeg):
-    from mimika import images
+    from mimika.prepare import images
     before = images.settings.max_pixels
     with TestClient(create_app(ServeSettings(max_pixels=100_000))) as c:
         assert "image too large (512 x 512 = 262,144 pixels; the limit is 100,000" in error_of(post(c, jpeg), 400)

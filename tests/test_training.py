@@ -5,12 +5,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import two_class_faces
 
 import mimika
-from conftest import two_class_faces
 from mimika import CropSpec, MimikaError, TrainOptions, create_model, fine_tune
-from mimika.datasets import faces_from_arrays
-from mimika.training import Trainer
+from mimika.prepare.datasets import faces_from_arrays
+from mimika.training.loop import Trainer
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +115,7 @@ def test_distillation_learns_the_teachers_answers(tmp_path, two_class_set):
 def test_a_teacher_answers_in_the_students_classes_by_name(tmp_path):
     """A teacher with other classes in another order: its answer is read by class name, and a class
     it never learned (anger) keeps each face's own label share instead of losing it."""
-    from mimika.training import load_teachers
+    from mimika.training.loop import load_teachers
     student = create_model("seed", labels=["happiness", "surprise", "anger"])
     path = one_answer_teacher(tmp_path / "t.npz", ["surprise", "fear", "happiness"], "surprise")
     teacher, = load_teachers(TrainOptions(teacher=path), student, "cpu")
@@ -163,7 +163,7 @@ def test_killed_save_leaves_last_checkpoint_intact(tmp_path, two_class_set, monk
 
 @pytest.mark.parametrize("native", [True, False])
 def test_training_defaults_to_bf16_on_a_cpu_that_computes_in_it(monkeypatch, astronaut_face, native):
-    monkeypatch.setattr("mimika.training.cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr("mimika.training.loop.cpu_has_native_bf16", lambda: native)
     faces, codes = two_class_faces(astronaut_face, n=8)
     data = faces_from_arrays(faces[:, None], codes, CropSpec(48, 48), crop="whole")
     vgg = lambda: create_model("vgg48", labels=data.labels)  # noqa: E731 (not marked train_bf16)
@@ -245,6 +245,7 @@ def test_validation_figure_is_the_saved_models(ckplus_tree, tmp_path, capsys):
     """Per-epoch validation scores the weights as they are saved (float16 with --half, the model's
     test-time augmentation): the last epoch's figure, the saved file's and `evaluate`'s agree."""
     import re
+
     from mimika.cli import main
     out = tmp_path / "m.npz"
     assert main(["train", "--data", str(ckplus_tree), "--val-subjects", "0.5", "--epochs", "2", "--half",
@@ -285,7 +286,7 @@ def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
     import subprocess
     import sys
     target = tmp_path / "run.ckpt.npz"
-    code = ("import sys, time; from mimika.fileio import atomic_path\n"
+    code = ("import sys, time; from mimika.common.fileio import atomic_path\n"
             "with atomic_path(sys.argv[1]) as tmp:\n"
             "    open(tmp, 'wb').write(b'half a checkpoint'); print(tmp, flush=True); time.sleep(60)")
     child = subprocess.Popen([sys.executable, "-c", code, str(target)], stdout=subprocess.PIPE, text=True)
@@ -294,7 +295,7 @@ def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
     child.wait(timeout=30)
     from pathlib import Path
     assert Path(left).exists() and not target.exists()  # the kill left its temporary file behind
-    from mimika.fileio import write_bytes
+    from mimika.common.fileio import write_bytes
     write_bytes(target, b"whole")
     assert not Path(left).exists() and [p.name for p in tmp_path.iterdir()] == ["run.ckpt.npz"]
 
@@ -303,7 +304,7 @@ def test_a_calibrated_models_calibration_is_not_inherited_by_what_trains_from_it
     """Temperature, class shares and balance were fitted to the old weights; new weights start
     uncalibrated, however they are trained: fine-tuned, or a cross-validation fold started from a
     model with the data's own classes (whose head is kept as it is)."""
-    from mimika.crossval import cross_validate
+    from mimika.training.crossval import cross_validate
 
     def calibrated(labels=None):
         base = create_model("seed", seed=0, labels=labels)
@@ -337,7 +338,8 @@ def test_photometric_augmentation_changes_each_faces_contrast_and_reproduces(ast
     """Camera changes (--photometric): each face gets its own contrast and brightness, some blur and
     noise; the same seed gives the same batch; off, the batch is what it always was."""
     import cv2
-    from mimika.augment import augment
+
+    from mimika.training.augment import augment
     face = cv2.resize(astronaut_face, (48, 48)).astype(np.float32) / 255
     x = torch.from_numpy((face - face.mean()) / face.std()).expand(64, 1, 48, 48).contiguous()
     runs = []
@@ -354,7 +356,8 @@ def test_mixup_blends_each_face_with_another_and_its_target_alike(astronaut_face
     """mixup: every output face is lambda x its own face + (1 - lambda) x another face of the batch,
     its target the same blend of the two targets; the same seed gives the same batch."""
     import cv2
-    from mimika.augment import mixup
+
+    from mimika.training.augment import mixup
     face = torch.from_numpy(cv2.resize(astronaut_face, (48, 48)).astype(np.float32) / 255)
     n = 8
     x = torch.stack([face * (k + 1) / n for k in range(n)])[:, None]  # faces told apart by their contrast
@@ -374,7 +377,7 @@ def test_mixup_blends_each_face_with_another_and_its_target_alike(astronaut_face
 
 
 def test_mixup_mixes_every_training_batch(two_class_set, monkeypatch):
-    import mimika.training as training
+    import mimika.training.loop as training
     calls = []
 
     def recorded(x, targets, alpha):
@@ -396,7 +399,7 @@ def test_logit_adjustment_raises_the_rare_class(two_class_set):
     """--logit-adjust (balanced loss): the training logits get tau x log(class share); trained on a
     set where one class is rare, the network then gives that class more probability than plain
     cross-entropy does, with the same seed and data."""
-    from mimika.training import logit_offset
+    from mimika.training.loop import logit_offset
     rare = two_class_set.y == 1
     keep = np.flatnonzero(~rare | (np.cumsum(rare) <= 3))  # all of one class, 3 of the other
     data = two_class_set.subset(keep)
@@ -415,9 +418,9 @@ def test_logit_adjustment_raises_the_rare_class(two_class_set):
 def test_ema_trains_the_same_steps_and_saves_and_scores_their_moving_average(tmp_path, two_class_set):
     """--ema: training takes the same steps (the checkpoint's own weights are those of a run without
     it), and the run ends with, and validation scores, the average the checkpoint carries."""
-    from mimika.checkpoint import WHAT
-    from mimika.container import read_container
-    from mimika.config import MODEL_FORMAT
+    from mimika.common.container import read_container
+    from mimika.network.config import MODEL_FORMAT
+    from mimika.training.checkpoint import WHAT
     train, val = two_class_set.split_by_subject(0.34, seed=0)
     opts = dict(epochs=3, batch_size=8, lr=0.05, seed=2)
     plain = create_model("seed", labels=train.labels, seed=2)
@@ -440,7 +443,7 @@ def test_ema_trains_the_same_steps_and_saves_and_scores_their_moving_average(tmp
 def test_evaluation_can_answer_only_among_the_data_classes():
     """CK+ peaks read as one of their 7 emotions: a face the model calls neutral is scored by its
     best emotion; probabilities renormalized over the data's classes."""
-    from mimika.evaluation import among, report
+    from mimika.reports.evaluation import among, report
     probs = np.array([[0.6, 0.3, 0.1], [0.5, 0.1, 0.4], [0.1, 0.2, 0.7]])
     y = np.array([1, 2, 2])
     restricted = among(probs, np.unique(y))

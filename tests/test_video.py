@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 
 from mimika.cli import main
-from mimika.results import Face
-from mimika.tracking import FaceTracker
+from mimika.recognition.results import Face
+from mimika.recognition.tracking import FaceTracker
 
 
 def two_face_clip(path, astronaut_bgr, frames=12, fps=10):

@@ -52,9 +52,9 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
 
 def main(args: argparse.Namespace) -> int:
     """Run the server until interrupted; 0 on a clean stop. Bad settings raise MimikaError."""
-    from ..config import resolve_model_path
-    from ..detection import get_detector
-    from ..errors import MimikaError
+    from ..common.errors import MimikaError
+    from ..network.config import resolve_model_path
+    from ..prepare.detection import get_detector
     try:
         import fastapi  # noqa: F401
         import python_multipart  # noqa: F401  (uploads)

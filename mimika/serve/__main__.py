@@ -3,7 +3,7 @@
 import argparse
 import sys
 
-from ..errors import MimikaError
+from ..common.errors import MimikaError
 from . import add_arguments, main
 
 parser = argparse.ArgumentParser(prog="python -m mimika.serve", description="HTTP API and web page of mimika")

@@ -30,8 +30,9 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
-from .. import __version__, images
-from ..errors import MimikaError
+from .. import __version__
+from ..common.errors import MimikaError
+from ..prepare import images
 from .engine import PRIOR_CHOICES, TTA_CHOICES, BadImage, Engine, NotFound, Options
 from .inputs import ANNOTATE_FIELDS, OPTION_FIELDS, RequestError, parse_options, read_request
 from .settings import ServeSettings

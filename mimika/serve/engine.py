@@ -19,14 +19,14 @@ from pathlib import Path
 
 import cv2
 
-from ..config import DEFAULT_MODEL, Predictor, shipped_models, with_settings
-from ..detection import PRESETS, HaarDetector, get_detector, preset_name
-from ..errors import MimikaError
-from ..images import read_color
-from ..labels import PRIORS, TTA_NAMES, tta_mode
-from ..recognition import Recognizer
-from ..results import ImageResult
-from ..runtime import load_predictor
+from ..common.errors import MimikaError
+from ..common.labels import PRIORS, TTA_NAMES, tta_mode
+from ..network.config import DEFAULT_MODEL, Predictor, shipped_models, with_settings
+from ..network.predictor import load_predictor
+from ..prepare.detection import PRESETS, HaarDetector, get_detector, preset_name
+from ..prepare.images import read_color
+from ..recognition.recognizer import Recognizer
+from ..recognition.results import ImageResult
 from .settings import ServeSettings
 
 TTA_CHOICES = ("model", *TTA_NAMES)
@@ -146,7 +146,7 @@ class Engine:
     def annotate(self, data: bytes, name: str, options: Options) -> tuple[bytes, str, int]:
         """The uploaded image with each face's box and label drawn: (encoded bytes, media type,
         number of faces)."""
-        from ..annotate import draw_faces
+        from ..recognition.annotate import draw_faces
         rec = self.recognizer(options)
         try:
             bgr = read_color(data)

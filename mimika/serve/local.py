@@ -21,7 +21,7 @@ import time
 import urllib.error
 import urllib.request
 
-from ..errors import MimikaError
+from ..common.errors import MimikaError
 
 
 def free_port() -> int:

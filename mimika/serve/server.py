@@ -8,7 +8,7 @@ import socket
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
-from ..errors import MimikaError
+from ..common.errors import MimikaError
 from .settings import ServeSettings
 
 APP = "mimika.serve.app:create_app_from_env"  # each worker builds its app from the environment

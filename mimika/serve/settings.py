@@ -10,7 +10,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field, fields
 
-from ..errors import MimikaError
+from ..common.errors import MimikaError
 
 ENV_SETTINGS = "MIMIKA_SERVE_SETTINGS"
 ENV_TOKEN = "MIMIKA_TOKEN"

@@ -1,0 +1,92 @@
+"""Preparation shared by the loaders: read each file, cut its one face, bring crops to the
+model's input size. Faces of training and evaluation sets are found by one fixed detector
+(`DATASET_DETECTOR`), so a dataset's crops, and every figure measured on them, do not move when
+the default detector for photos changes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ...common.errors import MimikaError
+from ...common.progress import progress
+from ..crop import CropSpec, single_face
+from ..detection import DATASET_DETECTOR, PRESETS, HaarDetector
+from ..images import load_gray
+from .faceset import FaceSet
+
+CROP_MODES = ("detect", "whole")
+
+
+def dataset_detector(detector: HaarDetector | None = None) -> HaarDetector:
+    """The detector that crops dataset faces: the one given, else the fixed `DATASET_DETECTOR`."""
+    return detector or PRESETS[DATASET_DETECTOR]
+
+
+def detector_name(detector) -> str:
+    """A detector's preset name, or its full settings when it is no preset: what a model records."""
+    return next((name for name, preset in PRESETS.items() if preset == detector), repr(detector))
+
+
+def check_crop_mode(crop: str) -> str:
+    if crop not in CROP_MODES:
+        raise MimikaError(f"crop must be 'detect' or 'whole', got {crop!r}")
+    return crop
+
+
+def stack_faces(faces: list[np.ndarray], spec: CropSpec) -> np.ndarray:
+    if not faces:
+        return np.zeros((0, spec.height, spec.width), np.uint8)
+    return np.stack(faces).astype(np.uint8)
+
+
+def resize_set(data: FaceSet, spec: CropSpec, crop: str, detector: HaarDetector | None = None) -> FaceSet:
+    """Bring a pre-cropped set to the model's input size (crop "detect" looks for the face first)."""
+    check_crop_mode(crop)
+    if data.faces.shape[1:] == (spec.height, spec.width) and crop != "detect":
+        return data
+    if crop == "detect":
+        detector = dataset_detector(detector)
+        faces = [single_face(f, spec, "detect", detector)[0]
+                 for f in progress(data.faces, "finding faces", total=len(data), unit="img")]
+    else:
+        # a pre-cropped face is already framed: resized as it is (the margin applies to detector boxes)
+        interp = cv2.INTER_AREA if data.faces.shape[1] > spec.height else cv2.INTER_LINEAR
+        faces = [cv2.resize(f, (spec.width, spec.height), interpolation=interp) for f in data.faces]
+    data.faces = stack_faces(faces, spec)
+    return data
+
+
+def crop_images(images, spec: CropSpec, crop: str, detector: HaarDetector | None = None,
+                desc: str = "cropping") -> tuple[list[np.ndarray], list[int], list[str], list[str]]:
+    """Cut the one face of each image. `images` yields (name, loader) pairs, the loader returning
+    the uint8 gray image or raising MimikaError. Returns crops, the indices of the images that gave
+    one, the images skipped (unreadable) with the reason, and a note on faces not detected."""
+    check_crop_mode(crop)
+    detector = dataset_detector(detector)
+    crops, ok, skipped, undetected = [], [], [], []
+    images = list(images)
+    for i, (name, load) in enumerate(progress(images, desc, total=len(images), unit="img")):
+        try:
+            gray = load()
+        except MimikaError as e:
+            skipped.append(str(e))
+            continue
+        face, found = single_face(gray, spec, crop, detector)
+        if crop == "detect" and not found:
+            undetected.append(name)
+        crops.append(face)
+        ok.append(i)
+    notes = []
+    if undetected:
+        notes.append(f"no face detected in {len(undetected)} of {len(images)} image(s), used whole: "
+                     + ", ".join(Path(u).name for u in undetected[:5]) + (" ..." if len(undetected) > 5 else ""))
+    return crops, ok, skipped, notes
+
+
+def crop_files(files: list[Path], spec: CropSpec, crop: str, desc: str, detector: HaarDetector | None = None
+               ) -> tuple[list[np.ndarray], list[int], list[str], list[str]]:
+    """`crop_images` over image files."""
+    return crop_images(((str(f), lambda f=f: load_gray(f)) for f in files), spec, crop, detector, desc)
