@@ -7,11 +7,11 @@
     python scripts/compare_models.py CANDIDATE --data ../shared/data/ckplus --prior balanced
 
 Both models read the same PublicTest faces with their own test-time views. For each tau (the
-logit adjustment of scripts/logit_adjustment.py: logits minus tau x log of each class's share of
+logit adjustment of experiments/logit_adjustment.py: logits minus tau x log of each class's share of
 the Training faces; 0 is the training prior) it prints each model's accuracy and balanced accuracy,
 the faces only one of them gets right, and the exact two-sided McNemar p-value of that split: a
 candidate is better only where it wins at p < 0.05, so a gain of a few faces is not mistaken for
-one. reports/experiments.md records the decisions. The same comparison on a test set (`--split
+one. experiments/experiments.md records the decisions. The same comparison on a test set (`--split
 PrivateTest`, or CK+'s peaks, whole frames through the CNN detector with a neutral answer counted
 wrong) is for the replacement gate of issue #11, measured once after a decision. `--prior balanced`
 compares each model's answers under its own balanced prior (the balance `mimika calibrate` stored in

@@ -2,7 +2,7 @@
 # Retrain a shipped model from ../shared/data with the exact commands that made it (ferplus trained in
 # float32, the default before mimika chose bf16 on CPUs with native bf16: hence its --no-bf16):
 #   bash scripts/retrain.sh seed|ferplus|fer2013      (ferplus about 65 min here, fer2013 about 2 h)
-# and the same shipped-file steps for a candidate of reports/experiments.md, in a scratch folder:
+# and the same shipped-file steps for a candidate of experiments/experiments.md, in a scratch folder:
 #   bash scripts/retrain.sh ship NAME RUN.npz DATA OUTDIR
 set -euo pipefail
 cd "$(dirname "$0")/.."

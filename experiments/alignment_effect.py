@@ -1,6 +1,6 @@
 """What aligning faces by their landmarks does to classification.
 
-    python scripts/alignment_effect.py [--model ferplus] [--n 1000] [--angles 0 15 30 45]
+    python experiments/alignment_effect.py [--model ferplus] [--n 1000] [--angles 0 15 30 45]
 
 1. FER+ PublicTest faces (the validation split; nothing is chosen here, this only reports),
    each enlarged 3x, padded, and rotated by a known angle, then found by the CNN detector and

@@ -1,10 +1,10 @@
 """Experiment E17 (issue #11): what `mimika finetune` should do with a user's own faces.
 
-    python scripts/finetune_check.py                    # the choice: validation people + FER+ PublicTest
-    python scripts/finetune_check.py --after            # every recipe, once, on E12b's held-out people
-    python scripts/finetune_check.py --beside 0 0.25 0.5 0.75   # E18: trained beside FER+, by teacher weight
-    python scripts/finetune_check.py --beside W --after     # E18's chosen weight, once
-    python scripts/finetune_check.py --beside 0 --balanced [--after]   # E22: and under the balanced prior
+    python experiments/finetune_check.py                    # the choice: validation people + FER+ PublicTest
+    python experiments/finetune_check.py --after            # every recipe, once, on E12b's held-out people
+    python experiments/finetune_check.py --beside 0 0.25 0.5 0.75   # E18: trained beside FER+, by teacher weight
+    python experiments/finetune_check.py --beside W --after     # E18's chosen weight, once
+    python experiments/finetune_check.py --beside 0 --balanced [--after]   # E22: and under the balanced prior
 
 A user's folder stands in as CK+'s labelled peaks (whole frames through the CNN detector and its
 aligned crop, as `mimika predict` reads a photo). E12b's split (`--val-subjects 0.2`, seed 0) holds

@@ -1,6 +1,6 @@
 """Does training with some CK+ people help on the others? (issue #11, joint training)
 
-    python scripts/heldout_people.py CANDIDATE --against ferplus runs/e3-control/model.npz
+    python experiments/heldout_people.py CANDIDATE --against ferplus runs/e3-control/model.npz
         [--data ../shared/data/ckplus]
 
 CANDIDATE was trained with `--data ... --data ckplus --val-subjects F`: it records the CK+

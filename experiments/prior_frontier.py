@@ -1,7 +1,7 @@
 """Evidence for issue #11, after every choice: how far the class prior trades FER+ for CK+.
 
-    python scripts/prior_frontier.py
-    python scripts/prior_frontier.py --models ferplus runs/e8-wide/ship/ferplus.onnx runs/e10-wide-seed1/ship/ferplus.onnx
+    python experiments/prior_frontier.py
+    python experiments/prior_frontier.py --models ferplus runs/e8-wide/ship/ferplus.onnx runs/e10-wide-seed1/ship/ferplus.onnx
 
 The issue asks one default model, trained without CK+, to read CK+'s peaks at >= 0.75 (a neutral
 answer counted wrong) and FER+ PrivateTest at >= 0.880. Each model's answers move between its

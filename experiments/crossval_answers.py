@@ -1,7 +1,7 @@
 """A CK+ cross-validation's answers, face by face, against a model that never trained on CK+ (#11).
 
-    python scripts/crossval_answers.py reports/ckplus-joint-neutral-10fold --against ferplus
-    python scripts/crossval_answers.py runs/e19-joint-10fold --also reports/ckplus-joint-ferplus-10fold
+    python experiments/crossval_answers.py reports/ckplus-joint-neutral-10fold --against ferplus
+    python experiments/crossval_answers.py runs/e19-joint-10fold --also reports/ckplus-joint-ferplus-10fold
 
 `mimika crossval` keeps every test face's answer (by its source file) in crossval.json (in
 fold-N.json while it runs: a partial run is read from those). Both the folds' answers and the

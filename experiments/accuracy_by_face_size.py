@@ -1,7 +1,7 @@
 """How expression accuracy falls with the size of the face in the photo: the evidence behind the
 default detector's smallest face (40 px).
 
-    python scripts/accuracy_by_face_size.py [--model ferplus] [--data ../shared/data/fer2013/fer2013new.csv]
+    python experiments/accuracy_by_face_size.py [--model ferplus] [--data ../shared/data/fer2013/fer2013new.csv]
                                             [--split PublicTest] [--sizes 48 40 36 30 24 20]
 
 Each face of the split is shrunk to S x S pixels (as a face S pixels wide in a photo would be)

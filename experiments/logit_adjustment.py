@@ -1,11 +1,11 @@
 """Experiment (issue #11): post-hoc logit adjustment for the rare classes, on validation data only.
 
-    python scripts/logit_adjustment.py [--model ferplus] [--taus 0 0.2 0.4 0.6]
+    python experiments/logit_adjustment.py [--model ferplus] [--taus 0 0.2 0.4 0.6]
 
 Each class's logit is lowered by tau * log(its share of the Training faces), which trades accuracy
 on frequent classes for recall on rare ones (Menon et al., 2021). Prints PublicTest accuracy and
 balanced accuracy per tau; a tau would be kept only if PublicTest accuracy stays at the model's
-own (the benchmark must not get worse). reports/experiments.md records the outcome.
+own (the benchmark must not get worse). experiments/experiments.md records the outcome.
 """
 
 import argparse

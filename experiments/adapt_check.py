@@ -1,12 +1,12 @@
 """Experiment E20 (issue #11): adapting `ferplus` to a camera without labels (AdaBN, Li et al. 2017).
 
-    python scripts/adapt_check.py                 # the choice of weight: E17's validation people
-    python scripts/adapt_check.py --after W       # a chosen weight, once: held-out people, all of CK+
+    python experiments/adapt_check.py                 # the choice of weight: E17's validation people
+    python experiments/adapt_check.py --after W       # a chosen weight, once: held-out people, all of CK+
 
 A lab's lighting and lens shift the activations of every layer away from those of the photos the
 model trained on, and batch normalization then normalizes them with the wrong statistics; AdaBN
 re-estimates those statistics on the camera's own faces, no labels needed. Not kept (E20 in
-reports/experiments.md: one face of 53 on the validation people), so it lives here, not in mimika.
+experiments/experiments.md: one face of 53 on the validation people), so it lives here, not in mimika.
 
 CK+ stands in for a user's camera: its frames (each sequence's neutral first frame and labelled
 peak, whole frames through the CNN detector and its aligned crop, as `mimika predict` reads a photo)

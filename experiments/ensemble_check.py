@@ -1,7 +1,7 @@
 """Experiments (issue #11, E2 and E5): does an average of models gain FER+ validation accuracy?
 
-    python scripts/ensemble_check.py [--weights 0 0.2 0.35 0.5]          # E2: ferplus with fer2013
-    python scripts/ensemble_check.py --members ferplus runs/a.npz ...     # E5: FER+ models, equal weights
+    python experiments/ensemble_check.py [--weights 0 0.2 0.35 0.5]          # E2: ferplus with fer2013
+    python experiments/ensemble_check.py --members ferplus runs/a.npz ...     # E5: FER+ models, equal weights
 
 The FER2013 model reads CK+ better than the FER+ model; before anything is distilled from the
 pair, this checks on FER+ PublicTest (validation) how much of the benchmark a weighted average of

@@ -3,14 +3,14 @@
     python3 -m venv /tmp/lmenv && /tmp/lmenv/bin/pip install -c constraints.txt -e . scikit-learn ai-edge-litert
     pip download --no-deps mediapipe==0.10.14 -d /tmp/mp && unzip -j /tmp/mp/*.whl \
         mediapipe/modules/face_landmark/face_landmark.tflite -d /tmp/mesh
-    /tmp/lmenv/bin/python scripts/shape_view.py [--mesh /tmp/mesh/face_landmark.tflite]
+    /tmp/lmenv/bin/python experiments/shape_view.py [--mesh /tmp/mesh/face_landmark.tflite]
 
 MediaPipe's face mesh (468 landmarks, Apache-2.0) reads the very 48x48 aligned crop `ferplus` reads,
 upscaled and framed for the mesh's 192x192 input; the landmarks, centred and scaled, feed a
 multinomial logistic regression trained on FER+ Training (majority labels, its regularisation
 chosen on PublicTest). The fusion: `ferplus`'s calibrated logits (flip, as shipped) + lambda x the
 shape classifier's log-probabilities. Printed on PublicTest (what decides, by the rule in
-reports/experiments.md): the shape classifier alone and each lambda against `ferplus`, with the
+experiments/experiments.md): the shape classifier alone and each lambda against `ferplus`, with the
 faces only one gets right and McNemar's p. No lambda passed the rule, so nothing was measured
 after it (PrivateTest, CK+), and the script has no such step. The mesh runs only here,
 for the experiment (ai-edge-litert); mimika's runtime stays ONNX Runtime + OpenCV. Landmarks are

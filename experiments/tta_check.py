@@ -1,12 +1,12 @@
 """Experiment T2 (issue #11): which test-time augmentation, chosen on validation data only.
 
-    python scripts/tta_check.py [--model ferplus] [--data ../shared/data/fer2013/fer2013new.csv]
+    python experiments/tta_check.py [--model ferplus] [--data ../shared/data/fer2013/fer2013new.csv]
 
 Prints PublicTest accuracy and balanced accuracy with each of the model's test-time augmentations
 (none, flip, shift: through the same `prediction_logits` prediction uses) and with two other view
 sets looked at beside them, which mimika does not offer: zoom (flip plus the face scaled by 1.08
 and 0.93, each mirrored: 6 views) and rotate (flip plus +-8 degrees, each mirrored: 6 views).
-reports/experiments.md records the decision.
+experiments/experiments.md records the decision.
 """
 
 import argparse

@@ -2,9 +2,9 @@
 answers alone (label-shift adaptation), for sets that show the emotions in other proportions than
 the training photos (posed faces in a lab, an audience).
 
-    python scripts/label_shift_check.py                                            # ferplus
-    python scripts/label_shift_check.py --model fer2013 --data ../shared/data/fer2013/fer2013.csv.gz
-    python scripts/label_shift_check.py --after                # + PrivateTest and CK+ (measured after)
+    python experiments/label_shift_check.py                                            # ferplus
+    python experiments/label_shift_check.py --model fer2013 --data ../shared/data/fer2013/fer2013.csv.gz
+    python experiments/label_shift_check.py --after                # + PrivateTest and CK+ (measured after)
 
 The estimator is the EM of Saerens, Latinne and Decaestecker (2002): from the training class shares
 the model stores (`mimika calibrate`) and its temperature-scaled probabilities, no label of the set;
