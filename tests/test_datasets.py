@@ -194,9 +194,9 @@ def test_train_on_fer_csv_follows_the_protocol(fer_dir, tmp_path, capsys, monkey
 
 
 def test_joint_training_splits_each_set_by_its_own_protocol(fer_dir, ckplus_tree, tmp_path, capsys, monkeypatch):
-    """Several --data: FER+ trains on Training and validates on PublicTest, CK+ holds out subjects; the
-    model knows the union of their classes and records both rules, so each set's held-out faces are
-    found again and none of them trained."""
+    """Several --data: FER+ trains on Training and validates on PublicTest, CK+ holds out subjects (asked
+    for: --val-subjects, rather than its own fixed split); the model knows the union of their classes
+    and records both rules, so each set's held-out faces are found again and none of them trained."""
     monkeypatch.setenv("MIMIKA_CACHE", str(tmp_path / "cache"))
     from mimika import Model
     from mimika.prepare.datasets import joint_split, training_faces
@@ -205,7 +205,7 @@ def test_joint_training_splits_each_set_by_its_own_protocol(fer_dir, ckplus_tree
     assert main(["train", "--data", str(ferplus), "--data", str(ckplus_tree), "--with-neutral", "--arch", "vgg48",
                  "--val-subjects", "0.25", "--epochs", "1", "--soft-labels", "--out", str(out)]) == 0
     fer, ck = load_dataset(ferplus, spec), load_dataset(ckplus_tree, spec, with_neutral=True)
-    assert "neutral" in ck.class_counts() and fer.splits is not None and ck.splits is None
+    assert "neutral" in ck.class_counts() and fer.splits is not None and ck.splits is not None
     model = Model.load(out)
     split = model.config.info["split"]
     held = split["val_subjects"]
@@ -420,7 +420,8 @@ def test_ckplus_fifo_label_and_fifo_frame_do_not_hang(ckplus_tree):
 def test_a_new_layout_is_one_table_entry():
     from mimika.prepare.datasets import LAYOUTS
     from mimika.prepare.datasets.registry import Layout
-    assert [layout.name for layout in LAYOUTS] == ["ferplus", "fer2013", "ckplus", "folders"]
+    assert [layout.name for layout in LAYOUTS] == ["ferplus", "fer2013", "ckplus", "expw", "taiwanese", "one-class",
+                                                   "folders"]
     assert all(isinstance(layout, Layout) and layout.default_crop in ("whole", "detect") for layout in LAYOUTS)
 
 

@@ -25,3 +25,15 @@ class Detection:
 def largest(boxes: list[Box]) -> Box | None:
     """The biggest box: the face of a single-face image such as a dataset frame."""
     return max(boxes, key=lambda b: b[2] * b[3]) if boxes else None
+
+
+def iou(a: Box, b: Box) -> float:
+    """Intersection over union of two boxes: how much two detections are one face."""
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    w = min(ax + aw, bx + bw) - max(ax, bx)
+    h = min(ay + ah, by + bh) - max(ay, by)
+    inter = max(0, w) * max(0, h)
+    union = aw * ah + bw * bh - inter
+    return inter / union if union > 0 else 0.0
+

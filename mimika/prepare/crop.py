@@ -16,7 +16,10 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
-from .boxes import Box
+from .boxes import Box, iou
+
+#: how much a detection must overlap an annotated box (intersection over union) to be that face
+MATCH_IOU = 0.3
 
 #: where the landmarks (right eye, left eye, nose tip, right and left mouth corner) of an upright
 #: face sit in a FER2013 crop, as fractions of its side: the median over 1,219 Training faces found
@@ -89,14 +92,28 @@ def whole_image_box(gray: np.ndarray) -> Box:
     return (0, 0, int(gray.shape[1]), int(gray.shape[0]))
 
 
-def single_face(gray: np.ndarray, spec: CropSpec, crop: str, detector=None) -> tuple[np.ndarray, bool]:
+def single_face(gray: np.ndarray, spec: CropSpec, crop: str, detector=None, color: np.ndarray | None = None,
+                near: Box | None = None) -> tuple[np.ndarray, bool]:
     """The one face of an image known to hold one (a dataset frame, a user's face photo).
 
     crop="whole" uses the whole image as the face; crop="detect" uses the largest face `detector`
     finds (aligned by its landmarks when it gives them) and falls back to the whole image when none
-    is found. Returns the crop and whether a face was detected.
+    is found. A detector that reads colour (`takes_color`) is given `color` (BGR, as `gray`) where
+    there is one, as recognition does. `near`: the annotated box of the labelled face in an image
+    that may show others (a crop of a crowd): the detection that overlaps it most is taken (at
+    least `MATCH_IOU`), and the box itself, widened by the margin, where none does. Returns the crop
+    and whether a face was detected.
     """
-    found = detector.detect(gray) if crop == "detect" else []
+    if crop != "detect":
+        return crop_face(gray, whole_image_box(gray), spec), False
+    image = color if color is not None and getattr(detector, "takes_color", False) else gray
+    found = detector.detect(image)
+    if near is not None:
+        found = [d for d in found if iou(d.box, near) >= MATCH_IOU]
+        if not found:
+            return crop_face(gray, near, spec), False
+        face = max(found, key=lambda d: iou(d.box, near))
+        return crop_face(gray, face.box, spec, face.landmarks), True
     if not found:
         return crop_face(gray, whole_image_box(gray), spec), False
     face = max(found, key=lambda d: d.box[2] * d.box[3])

@@ -14,18 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..prepare.boxes import Box
+from ..prepare.boxes import Box, iou
 from .results import Face
-
-
-def iou(a: Box, b: Box) -> float:
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    w = min(ax + aw, bx + bw) - max(ax, bx)
-    h = min(ay + ah, by + bh) - max(ay, by)
-    inter = max(0, w) * max(0, h)
-    union = aw * ah + bw * bh - inter
-    return inter / union if union > 0 else 0.0
 
 
 def _centre(b: Box) -> np.ndarray:

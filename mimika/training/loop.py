@@ -39,6 +39,7 @@ from . import distributed
 from .augment import augment, mixup
 from .checkpoint import EpochStats, TrainingState
 from .options import TrainOptions, fixed_options
+from .sampling import draw_weights, drawn_class_shares, epoch_order
 from .schedules import check_schedule, learning_rate
 
 __all__ = ["EpochStats", "TrainOptions", "Trainer", "evaluate_loss", "history_json"]
@@ -202,6 +203,13 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if self.amp == torch.float16 else None
         self.state = TrainingState(history=[], best=None, world_size=world.size)
         self.fingerprint = checkpoints.data_fingerprint(self.train_set)
+        self.weights = None  # each face's chance of being drawn, when the run balances sets or classes
+        if o.source_balance or o.class_balance:
+            self.weights = draw_weights(self.train_set.origins, self.train_set.y, o.source_balance, o.class_balance)
+        model.config.info.setdefault("training", {})["class_shares"] = [
+            round(float(v), 6) for v in drawn_class_shares(
+                self.weights if self.weights is not None else np.full(len(self.train_set), 1 / len(self.train_set)),
+                self.train_set.y, len(model.labels))]
         self.logit_offset = logit_offset(self.train_set, o)
         if self.logit_offset is not None:
             self.logit_offset = self.logit_offset.to(world.device)  # once, not in every step
@@ -267,7 +275,7 @@ class Trainer:
         self.model.net.train()
         use_soft = o.soft_labels and data.soft is not None
         loss_fn = nn.CrossEntropyLoss(reduction="sum", label_smoothing=o.label_smoothing)
-        perm = self.rng.permutation(len(data))
+        perm = epoch_order(self.rng, self.weights, len(data))
         total = 0.0
         batches = range(0, len(perm), o.batch_size)
         epoch = len(self.history)

@@ -40,7 +40,13 @@ class TrainOptions:
     mixup: float = option(0.0, "alpha of mixup (Zhang et al. 2018): each training face blended with another of "
                           "its batch by a weight lambda ~ Beta(alpha, alpha), and their targets alike (e.g. 0.2). "
                           "0: off", low=0, high=10)
-    soft_labels: bool = option(False, "train on the data's vote distributions (FER+) where it has them")
+    soft_labels: bool = option(False, "train on the data's vote distributions (FER+, the Taiwanese corpus) where "
+                               "it has them")
+    source_balance: float = option(0.0, "with several --data sets: draw a set of n faces in proportion to "
+                                   "n^(1-B) (0: faces as they come; 1: every set equally often); an epoch then "
+                                   "draws as many faces as the sets hold, with replacement", low=0, high=1)
+    class_balance: float = option(0.0, "draw each class of a set in proportion to its count^(1-C) (0: as the set "
+                                  "holds them; 1: every class of a set equally often)", low=0, high=1)
     logit_adjust: float = option(0.0, "weight tau of a balanced loss for rare classes: tau x log(class share in "
                                  "the training set) is added to the logits while training (logit adjustment, Menon "
                                  "et al. 2021): the loss asks wider margins for rare classes, and prediction uses "

@@ -19,7 +19,7 @@ import numpy as np
 from ...common.container import read_container, write_container
 from .faceset import FaceSet
 
-CACHE_VERSION = 2  # 2: the detector that cropped the faces is kept
+CACHE_VERSION = 3  # 2: the detector that cropped the faces is kept; 3: CK+ has its fixed split, the CNN reads colour
 FORMAT = "mimika-faces"  # a cache entry is not a model file, and cannot be loaded as one
 
 

@@ -5,6 +5,10 @@
 
 A sequence without a labelled counterpart is not loaded; of a labelled one the last 30% of
 its frames (at least one) are taken, each labelled with the sequence's code.
+
+Fixed split (`SPLIT`): by subject, 30% of the subjects (ordered by a hash of their id) are the test
+part and 15% the validation part; a person is never on two sides. `--val-subjects F` and
+cross-validation choose their own subjects instead, as before.
 """
 
 from __future__ import annotations
@@ -18,10 +22,11 @@ from ...common.errors import MimikaError
 from ...common.labels import CKPLUS_EMOTIONS, code_to_label, in_code_order
 from ..crop import CropSpec
 from ..images import IMAGE_SUFFIXES
-from .faceset import FaceSet
+from .faceset import FaceSet, fixed_split
 from .prepare import crop_files, stack_faces
 
 IMAGE_TREE, LABEL_TREE = "cohn-kanade-images", "Emotion"
+SPLIT = {"val": 0.15, "test": 0.30, "salt": "ckplus"}  # shares of the subjects (see the module's docstring)
 
 
 def is_ckplus_root(path: Path) -> bool:
@@ -103,4 +108,5 @@ def load_ckplus(datadir: str | os.PathLike, labeldir: str | os.PathLike | None =
         sources=[str(files[i]) for i in ok],
         skipped=skipped,
         notes=notes,
+        splits=fixed_split([subjects[i] for i in ok], (d.name for d in datadir.iterdir() if d.is_dir()), **SPLIT),
     )

@@ -3,8 +3,10 @@ of training. Imports no loader: every loader builds on this module, never the ot
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -38,6 +40,11 @@ class FaceSet:
     splits: np.ndarray | None = None  # per face: the dataset's own split name (FER2013 Usage)
     soft: np.ndarray | None = None  # N x len(labels) target distributions (FER+ votes)
     detector: str = ""  # the detector that cropped the faces ("" for faces taken whole), recorded in models
+    origins: np.ndarray | None = None  # per face: the set it comes from ("ferplus", "expw", ...), for joint sets
+
+    def __post_init__(self):
+        if self.origins is None:
+            self.origins = np.full(len(self.y), "", dtype="<U32")
 
     def __len__(self) -> int:
         return len(self.y)
@@ -47,7 +54,7 @@ class FaceSet:
         return FaceSet(self.faces[idx], self.y[idx], list(self.labels), self.subjects[idx],
                        [self.sources[i] for i in idx], list(self.skipped), list(self.notes),
                        None if self.splits is None else self.splits[idx],
-                       None if self.soft is None else self.soft[idx], self.detector)
+                       None if self.soft is None else self.soft[idx], self.detector, self.origins[idx])
 
     def split(self, name: str) -> "FaceSet":
         """The faces of one of the dataset's own splits (FER2013: Training, PublicTest, PrivateTest)."""
@@ -99,7 +106,7 @@ class FaceSet:
 def joined(sets: list[FaceSet]) -> FaceSet:
     """One set of several (joint training on FER+ and CK+, or a public set and your own faces): the
     union of their classes in code order; a set without vote distributions gets its labels as one-hot
-    targets where another has votes. Each set keeps its faces' subjects and splits."""
+    targets where another has votes. Each set keeps its faces' subjects, splits and origins."""
     if len(sets) == 1:
         return sets[0]
     shapes = {s.faces.shape[1:] for s in sets}
@@ -119,7 +126,8 @@ def joined(sets: list[FaceSet]) -> FaceSet:
                    np.concatenate([s.subjects.astype(str) for s in parts]), [f for s in parts for f in s.sources],
                    [x for s in parts for x in s.skipped], [x for s in parts for x in s.notes], splits,
                    soft,
-                   ", ".join(dict.fromkeys(s.detector for s in parts if s.detector)))
+                   ", ".join(dict.fromkeys(s.detector for s in parts if s.detector)),
+                   np.concatenate([s.origins.astype("<U32") for s in parts]))
 
 
 def held_out_subjects(subjects: np.ndarray, fraction: float, seed: int = 0) -> list[str]:
@@ -132,3 +140,22 @@ def held_out_subjects(subjects: np.ndarray, fraction: float, seed: int = 0) -> l
     order = np.random.default_rng(seed).permutation(len(uniq))
     k = max(1, math.ceil(fraction * len(uniq)))
     return sorted(str(s) for s in uniq[order[:k]])
+
+
+def fixed_split(groups: Sequence[str], universe: Iterable[str], val: float, test: float, salt: str) -> np.ndarray:
+    """Per face, its part of a set's fixed split: "Training", "PublicTest" (validation) or "PrivateTest"
+    (test), whole groups at a time (a person, a photo), so no group is on two sides. The groups of
+    the whole set (`universe`, every group its files name, read or not) are ordered by a hash of
+    `salt` and their name; the first `test` share of them is the test part, the next `val` share the
+    validation part. The order depends on the names only: the split never moves with the code that
+    reads the faces, with the faces skipped as unreadable, or with a subset (CK+ with or without
+    its neutral frames)."""
+    order = sorted(set(universe), key=lambda g: hashlib.sha256(f"{salt}/{g}".encode()).hexdigest())
+    n_test, n_val = round(test * len(order)), round(val * len(order))
+    part = {g: "PrivateTest" if i < n_test else "PublicTest" if i < n_test + n_val else "Training"
+            for i, g in enumerate(order)}
+    missing = sorted(set(groups) - set(part))
+    if missing:
+        raise MimikaError(f"faces of groups outside the set's listing: {', '.join(missing[:3])}")
+    return np.array([part[g] for g in groups], dtype="<U11")
+

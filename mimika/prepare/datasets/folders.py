@@ -1,4 +1,10 @@
-"""Class-folder sets (`ROOT/<class>/*.png`) and in-memory arrays: the user's own labelled faces."""
+"""Class-folder sets (`ROOT/<class>/*.png`) and in-memory arrays: the user's own labelled faces.
+
+A folder of one class only (`contempt_extra/contempt/`) cannot train a model alone; it is a source
+to train beside others, and it gets a fixed split (`ONE_CLASS_SPLIT`: 20% of its images in the test
+part, 10% in the validation part, identical images together) so that what it does to the other
+sources' faces can be checked on faces it never trained on.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +18,23 @@ from ...common.errors import MimikaError
 from ...common.labels import CKPLUS_EMOTIONS, canonical_label, in_code_order, label_of
 from ..crop import CropSpec
 from ..images import list_images, to_gray
-from .faceset import FaceSet
-from .prepare import crop_files, crop_images, stack_faces
+from .faceset import FaceSet, fixed_split
+from .prepare import content_digest, crop_files, crop_images, stack_faces
 
 SUBJECT_RE = re.compile(r"^(S\d+)_")  # CK+-style file names carry the subject id
+ONE_CLASS_SPLIT = {"val": 0.10, "test": 0.20, "salt": "one-class"}  # shares of the distinct images
+
+
+def class_dirs(root: Path) -> list[Path]:
+    return sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def is_one_class_root(path: Path) -> bool:
+    """Class folders of which there is exactly one, naming an emotion."""
+    if not path.is_dir():
+        return False
+    dirs = class_dirs(path)
+    return len(dirs) == 1 and canonical_label(dirs[0].name) is not None
 
 
 def load_class_folders(root: str | os.PathLike, spec: CropSpec, crop: str = "whole", detector=None) -> FaceSet:
@@ -23,16 +42,16 @@ def load_class_folders(root: str | os.PathLike, spec: CropSpec, crop: str = "who
     root = Path(root)
     if not root.is_dir():
         raise MimikaError(f"{root}: no such folder")
-    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if not class_dirs:
+    dirs = class_dirs(root)
+    if not dirs:
         raise MimikaError(f"{root}: no class folders (expected ROOT/<class>/<image files>)")
-    unknown = [d.name for d in class_dirs if canonical_label(d.name) is None]
+    unknown = [d.name for d in dirs if canonical_label(d.name) is None]
     if unknown:
         raise MimikaError(f"{root}: class folder names that map to no emotion: {', '.join(unknown)} "
                           f"(known: {', '.join(CKPLUS_EMOTIONS)}, neutral, synonyms such as happy/angry/sad, "
                           "or CK+ codes 0..7)")
     files, names = [], []
-    for d in class_dirs:
+    for d in dirs:
         for f in list_images(d):
             files.append(f)
             names.append(canonical_label(d.name))
@@ -45,6 +64,15 @@ def load_class_folders(root: str | os.PathLike, spec: CropSpec, crop: str = "who
     subjects = [(m.group(1) if (m := SUBJECT_RE.match(files[i].name)) else "") for i in ok]
     return FaceSet(stack_faces(crops, spec), np.array([labels.index(names[i]) for i in ok], np.int64),
                    labels, np.array(subjects, dtype=str), [str(files[i]) for i in ok], skipped, notes)
+
+
+def load_one_class(root: str | os.PathLike, spec: CropSpec, crop: str = "detect", detector=None) -> FaceSet:
+    """A one-class folder set (`is_one_class_root`), with its fixed split by image content."""
+    data = load_class_folders(root, spec, crop, detector)
+    every = list_images(class_dirs(Path(root))[0])
+    digest = {str(f): content_digest(f) for f in every}
+    data.splits = fixed_split([digest[s] for s in data.sources], digest.values(), **ONE_CLASS_SPLIT)
+    return data
 
 
 def faces_from_arrays(images: np.ndarray, labels, spec: CropSpec, crop: str = "detect") -> FaceSet:

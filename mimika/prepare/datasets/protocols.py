@@ -1,16 +1,21 @@
 """Which faces train, which select, which test: the protocols, as functions the CLI and the API share.
 
-- A set with its own splits (FER2013's Usage) trains on Training and validates on PublicTest;
-  PrivateTest is never touched by training or by any choice.
-- Any other set can hold out a fraction of its subjects for validation, so no person is on both
-  sides; the held-out subjects are recorded in the model, and `evaluation_set(..., "heldout")`
-  finds them again.
-- Sets trained on jointly (`joint_split`) each follow their own rule: FER+ by Usage, CK+ by subjects.
+- A set with its own split (FER2013's Usage column, or the fixed split of CK+, ExpW, the Taiwanese
+  corpus and a one-class set: `faceset.fixed_split`) trains on Training and validates on
+  PublicTest (its validation part); PrivateTest (its test part) is never touched by training or
+  by any choice.
+- A set with subject ids can instead hold out a fraction of its subjects for validation
+  (`--val-subjects`), so no person is on both sides; the held-out subjects are recorded in the
+  model, and `evaluation_set(..., "heldout")` finds them again.
+- Sets trained on jointly (`joint_split`) each follow their own rule: a set with subject ids by
+  held-out subjects when a fraction is given, any other by its own split.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from ...common.errors import MimikaError
 from .faceset import FaceSet, held_out_subjects, joined, split_name
@@ -24,6 +29,11 @@ class Split:
     val: FaceSet | None
     info: dict = field(default_factory=dict)
     description: str = ""
+
+
+def has_subjects(data: FaceSet) -> bool:
+    """Whether the faces carry subject ids (CK+, the Taiwanese corpus), so held-out subjects can split them."""
+    return len(data) > 0 and bool(np.any(data.subjects != ""))
 
 
 def train_val_split(data: FaceSet, val_subjects: float = 0.0, seed: int = 0) -> Split:
@@ -45,12 +55,13 @@ def train_val_split(data: FaceSet, val_subjects: float = 0.0, seed: int = 0) -> 
 
 
 def joint_split(sets: list[FaceSet], val_subjects: float = 0.0, seed: int = 0) -> Split:
-    """Training on several sets at once: each is split by its own protocol (a set with its own split
-    by it; any other by held-out subjects when `val_subjects` > 0), the parts joined; the recorded
-    split holds both rules, so `training_faces` and `evaluation_set` find the same faces again."""
+    """Training on several sets at once: each is split by its own protocol (a set with subject ids,
+    or without a split of its own, by held-out subjects when `val_subjects` > 0; any other by its own
+    split), the parts joined; the recorded split holds both rules, so `training_faces` and
+    `evaluation_set` find the same faces again."""
     if len(sets) == 1:
         return train_val_split(sets[0], val_subjects, seed)
-    parts = [train_val_split(s, 0.0 if s.splits is not None else val_subjects, seed) for s in sets]
+    parts = [train_val_split(s, val_subjects if has_subjects(s) or s.splits is None else 0.0, seed) for s in sets]
     vals = [p.val for p in parts if p.val is not None]
     info = {k: v for p in parts for k, v in p.info.items()}
     held = [s for p in parts for s in p.info.get("val_subjects", [])]  # of every set split by subjects
@@ -90,8 +101,9 @@ def training_faces(data: FaceSet, model_info: dict | None = None, model_name: st
         raise MimikaError(f"{model_name}: the model records no training split (trained by an older mimika or "
                           "on all faces), so its training class shares are unknown")
     out = data
-    if split.get("train") and (data.splits is not None or not split.get("val_subjects")):
-        out = out.split(split_name(split["train"]))  # a set without splits: only a joint model's CK+ part
+    by_subjects = bool(split.get("val_subjects")) and has_subjects(data)  # held-out subjects, not the set's split
+    if split.get("train") and data.splits is not None and not by_subjects:
+        out = out.split(split_name(split["train"]))
     if split.get("val_subjects"):
         out = out.with_subjects(split["val_subjects"], keep=False)
     if len(out) == 0:

@@ -12,15 +12,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from ...common.errors import MimikaError
 from ..crop import CropSpec
 from ..detection import loaded
 from .cache import cached, files_signature
 from .ckplus import is_ckplus_root, load_ckplus
+from .expw import is_expw_root, load_expw
 from .faceset import FaceSet
 from .fer2013 import fer_pixels_beside, is_fer_csv, is_ferplus_csv, load_fer2013, load_ferplus
-from .folders import load_class_folders
+from .folders import is_one_class_root, load_class_folders, load_one_class
 from .prepare import dataset_detector, detector_name, resize_set
+from .taiwanese import is_taiwanese_root, load_taiwanese
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,15 @@ LAYOUTS: list[Layout] = [
                p, labeldir, spec, crop=crop, detector=det, with_neutral=with_neutral), "detect",
            lambda p, labeldir: _tree(p if labeldir is None else p.parent, labeldir),
            "a CK+ folder (cohn-kanade-images/ and Emotion/), or --data IMAGES --labels EMOTION"),
+    Layout("expw", lambda p, _: is_expw_root(p),
+           lambda p, spec, crop, det, _: load_expw(p, spec, crop, det), "detect",
+           lambda p, _: _tree(p), "an ExpW folder (faces.csv with each face's box, <class>/ crops)"),
+    Layout("taiwanese", lambda p, _: is_taiwanese_root(p),
+           lambda p, spec, crop, det, _: load_taiwanese(p, spec, crop, det), "detect",
+           lambda p, _: _tree(p), "a Taiwanese corpus folder (labels.csv with performers and votes, <class>/ photos)"),
+    Layout("one-class", lambda p, _: is_one_class_root(p),
+           lambda p, spec, crop, det, _: load_one_class(p, spec, crop, det), "detect",
+           lambda p, _: _tree(p), "a folder of one class folder (ROOT/contempt/...: trained beside other sets)"),
     Layout("folders", lambda p, _: p.is_dir(),
            lambda p, spec, crop, det, _: load_class_folders(p, spec, crop=crop, detector=det), "whole",
            lambda p, _: _tree(p), "class folders ROOT/<class>/<images>"),
@@ -72,8 +85,9 @@ def load_dataset(path: str | os.PathLike, spec: CropSpec, crop: str = "auto",
     """Load any supported layout (`LAYOUTS`), prepared for a model's crop `spec`.
 
     crop: "detect" finds the face in each image, "whole" takes the image as the face, "auto" is the
-    layout's default (detect on CK+ frames, whole for pre-cropped sets). `with_neutral` (CK+ only)
-    adds each sequence's first frame as neutral. Prepared faces are cached.
+    layout's default (detect on CK+ frames and the photos of ExpW and the Taiwanese corpus, whole for
+    pre-cropped sets). `with_neutral` (CK+ only) adds each sequence's first frame as neutral. Every
+    face carries the set's name (`FaceSet.origins`). Prepared faces are cached.
     """
     p = Path(path)
     labels = Path(labeldir) if labeldir is not None else None
@@ -87,11 +101,21 @@ def load_dataset(path: str | os.PathLike, spec: CropSpec, crop: str = "auto",
         data = layout.load(p, spec, mode, used, labels, **({"with_neutral": True} if with_neutral else {}))
         data.detector = detector_name(detector) if mode == "detect" else ""
         return data
+
+    def named(data: FaceSet) -> FaceSet:
+        data.origins = np.full(len(data), origin_name(p, layout), dtype="<U32")
+        return data
     if not use_cache:
-        return build()
+        return named(build())
     if with_neutral and layout.name != "ckplus":
         raise MimikaError(f"{p}: neutral first frames are a CK+ option; this is a {layout.name} set")
     key = {"kind": layout.name, "path": str(p.resolve()), "labeldir": str(labeldir), "with_neutral": with_neutral,
            "files": files_signature(layout.files(p, labels)), "spec": spec.to_dict(), "crop": mode,
            "detector": repr(detector)}
-    return cached(key, build, log)
+    return named(cached(key, build, log))
+
+
+def origin_name(path: Path, layout: Layout) -> str:
+    """The name a set's faces carry in a joint set: its layout's ("ferplus", "expw", "ckplus"), or
+    for class folders the folder's own ("contempt_extra")."""
+    return path.resolve().name if layout.name in ("one-class", "folders") else layout.name
