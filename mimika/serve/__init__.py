@@ -6,7 +6,8 @@
 
 Modules: settings (the flags as one dataclass, passed to worker processes), engine (models and
 detectors loaded once per worker, thread-safe recognition), inputs (the request's image and
-options, checked), app (routes, limits, errors, token), static/ (the page).
+options, checked), state (one worker's engine and recognition threads), handlers (the routes, limits,
+errors, token), stream (the WebSocket of live frames), app (wires them into one app), static/ (the page).
 """
 
 from __future__ import annotations
