@@ -20,9 +20,11 @@ import cv2
 import numpy as np
 import pytest
 
+from mimika.recognition.annotate import COLOR
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
-BOX_GREEN = (60, 200, 60)  # RGB of the boxes the page draws (annotate.py's color)
+BOX_GREEN = COLOR[::-1]  # RGB of the boxes the page draws (annotate.py's colour, BGR)
 
 
 def _missing() -> str | None:

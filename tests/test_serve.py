@@ -172,6 +172,15 @@ def test_page_and_its_files_are_served_from_the_package(client):
         assert "http://" not in text.replace("http://localhost:PORT", "") and "https://" not in text  # no CDN
 
 
+def test_the_page_draws_live_boxes_in_the_colour_of_annotated_images(client):
+    """One colour for a box, written once (annotate.COLOR): the server puts it in the page, whose
+    script reads it from there."""
+    from mimika.recognition.annotate import COLOR
+    b, g, r = COLOR
+    assert f'<meta name="mimika-box-color" content="rgb({r}, {g}, {b})">' in client.get("/").text
+    script = client.get("/static/app.js").text
+    assert "const BOX_COLOR = document.querySelector('meta[name=\"mimika-box-color\"]').content;" in script
+
 def test_healthz_says_not_ready_while_loading():
     c = TestClient(create_app(ServeSettings()))  # no lifespan: nothing loaded, as in a worker's first moment
     r = c.get("/healthz")

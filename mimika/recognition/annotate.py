@@ -20,7 +20,7 @@ from ..common.fileio import atomic_path, check_writable_dir, write_bytes
 from ..prepare.images import read_color
 from .results import Face, ImageResult
 
-COLOR = (60, 200, 60)  # BGR
+COLOR = (60, 200, 60)  # BGR; the service puts it in its page, which draws live boxes in it
 LANDMARK_COLOR = (40, 40, 230)
 WRITABLE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 

@@ -21,11 +21,12 @@ from pathlib import Path
 import anyio
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from .. import __version__
 from ..common.errors import MimikaError
+from ..recognition.annotate import COLOR as BOX_BGR
 from .engine import PRIOR_CHOICES, TTA_CHOICES, BadImage, NotFound
 from .inputs import ANNOTATE_FIELDS, OPTION_FIELDS, RequestError, read_request
 from .state import state_of
@@ -78,7 +79,11 @@ _api = [Depends(authorized)]
 
 @router.get("/", include_in_schema=False)
 def page():
-    return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+    """index.html with the colour annotated images draw boxes in, which the page draws the webcam's
+    live boxes in."""
+    b, g, r = BOX_BGR
+    html = (STATIC / "index.html").read_text(encoding="utf-8").replace("{box_color}", f"rgb({r}, {g}, {b})")
+    return HTMLResponse(html, headers={"Cache-Control": "no-cache"})
 
 
 @router.get("/healthz", summary="ready (200) or not (503)")

@@ -9,7 +9,7 @@ const COLORS = {
   happiness: "#2e9d46", sadness: "#2f6fbf", surprise: "#e39a1c",
 };
 const PALETTE = ["#d6342c", "#2e9d46", "#2f6fbf", "#e39a1c", "#8e5bb5", "#5f8f2f", "#7b6fd6", "#8a94a0", "#c2417f"];
-const BOX_COLOR = "rgb(60, 200, 60)";  // the color annotate.py draws with
+const BOX_COLOR = document.querySelector('meta[name="mimika-box-color"]').content;  // annotate.py's, from the server
 const page = { token: sessionStorage.getItem("mimika-token") || "", labels: [] };
 
 // what the webcam mode has done, for a person (the fps line) and for the browser test
