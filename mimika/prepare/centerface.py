@@ -79,7 +79,7 @@ class CnnDetector:
     threads: int = 0  # ONNX Runtime threads; 0: its default (all cores)
     model: str = ""  # empty: the shipped file; else the path of another CenterFace ONNX file
     color: bool = True  # recognition hands it the colour image where there is one (`takes_color`):
-    #                     bench/detection.py, faces from 24 px found, `cnn` 0.937 in colour, 0.895 in gray
+    #                     it finds more faces in colour (docs/detection.md, from bench/detection.py)
 
     @property
     def takes_color(self) -> bool:
@@ -193,13 +193,14 @@ def _check_image(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
-#: Named settings (bench/detection.py measures them). "cnn", the default: faces from 24 px, shrunk
-#: to 14 network pixels (facedet recall 0.895 for faces >= 24 px, no false detection, about 8 ms per
-#: 640x480 photo here); "cnn-thorough": 20 network pixels (recall 0.937, about 1.9x the time);
-#: "cnn-fast": faces from 40 px (the size below which expressions are read markedly less well).
+#: Named settings; their recall, false detections and time are measured by bench/detection.py and
+#: recorded in docs/detection.md (the README quotes the default's). "cnn", the default: faces from
+#: 24 px, shrunk to 14 network pixels, in colour where there is one; "cnn-thorough": 20 network
+#: pixels, in gray (more time per photo); "cnn-fast": faces from 40 px (the size below which
+#: expressions are read markedly less well).
 CNN_PRESETS: dict[str, CnnDetector] = {
     "cnn": CnnDetector(),
-    "cnn-thorough": CnnDetector(net_face=20.0, color=False),  # in colour: 3 false faces (bench/detection.py)
+    "cnn-thorough": CnnDetector(net_face=20.0, color=False),  # in colour it finds false faces (docs/detection.md)
     "cnn-fast": CnnDetector(min_size=40),
 }
 

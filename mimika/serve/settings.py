@@ -18,7 +18,8 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 DEFAULT_MAX_UPLOAD_MB = 20.0
 #: the server's pixel limit (50 MP: an 8000 x 6000 phone photo): a request may hold one image in
 #: color at full size (the annotated copy), 150 MB at this limit; the library's own default
-#: (256 MP) suits one user's files on the command line, not a server's concurrent uploads
+#: (`mimika.prepare.images.DEFAULT_MAX_PIXELS`, larger) suits one user's files on the command line,
+#: not a server's concurrent uploads
 DEFAULT_MAX_PIXELS = 50_000_000
 
 
