@@ -1,4 +1,4 @@
-"""The README's accuracy table: every shipped model evaluated on its benchmark's test split,
+"""The accuracy table of docs/accuracy.md: every shipped model evaluated on its benchmark's test split,
 plus the cross-validation reports in reports/.
 
     python scripts/accuracy_table.py [--data ../shared/data]

@@ -1,4 +1,4 @@
-"""The README's cross-domain table: each shipped model tested on its own benchmark and on the
+"""The table of docs/cross-domain.md: each shipped model tested on its own benchmark and on the
 datasets it never trained on, whole frames through the default detector and its aligned crop,
 with per-class recall, balanced accuracy, and the calibration error before and after the
 temperature stored in the model (a copy with temperature 1 gives "before").

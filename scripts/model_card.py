@@ -65,13 +65,13 @@ def main() -> None:
     if model.config.temperature != 1.0:
         lines.append(f"- **Calibration:** temperature {model.config.temperature:g} in the config (the logits are "
                      f"divided by it), fitted on validation data by `mimika calibrate`; calibration error before "
-                     f"and after, in and out of domain: `python scripts/cross_domain.py` (README)")
+                     f"and after, in and out of domain: `python scripts/cross_domain.py` (docs/cross-domain.md)")
     if model.config.class_prior:
         shares = ", ".join(f"{n} {v:.3f}" for n, v in zip(model.labels, model.config.class_prior))
         lines.append(f"- **Class prior:** answers assume the training shares ({shares}) unless asked for "
                      f"`--prior balanced`, which subtracts {model.config.balance:g} x log(share) from the logits "
                      f"(the balance with the best balanced accuracy on validation, fitted by `mimika calibrate`): "
-                     f"every emotion equally likely, for posed faces and other cameras (README, cross-domain table)")
+                     f"every emotion equally likely, for posed faces and other cameras (docs/cross-domain.md)")
     if split.get("val", "").lower() == "publictest":
         lines.append("- **Split:** trained on Training; validated and selected on PublicTest; PrivateTest used only "
                      "for the metrics below")
