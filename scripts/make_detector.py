@@ -286,7 +286,7 @@ Written by `scripts/make_detector.py` (do not edit by hand; run it again).
 
 | file | what |
 |---|---|
-| `{SHIPPED}` | CenterFace face detector with 5 landmarks, INT8, run by `mimika/centerface.py` |
+| `{SHIPPED}` | CenterFace face detector with 5 landmarks, INT8, run by `mimika/prepare/centerface.py` |
 | `{license_name}` | the license file of the package it comes from, verbatim, plus the upstream credit |
 
 - Package: PyPI `{src['requirement']}` (MIT, Martin Drawitsch), wheel `{src['wheel']}`.
