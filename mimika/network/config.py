@@ -12,8 +12,8 @@ from typing import Callable, Protocol, runtime_checkable
 
 import numpy as np
 
+from ..common.choices import PRIORS, TTA_NAMES, tta_mode
 from ..common.errors import MimikaError
-from ..common.labels import PRIORS, TTA_NAMES, tta_mode
 from ..prepare.crop import CropSpec
 
 DEFAULT_MODEL = "ferplus"

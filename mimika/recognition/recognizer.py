@@ -16,6 +16,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from ..common.choices import CROP_MODES
 from ..common.errors import MimikaError
 from ..network.config import Predictor, with_settings
 from ..network.predictor import load_predictor
@@ -26,8 +27,6 @@ from ..prepare.images import LoadedImage, load_image
 from .results import Face, ImageResult, Results
 
 __all__ = ["Face", "ImageResult", "Recognizer", "Results", "Source", "expand_inputs", "recognize"]
-
-CROP_MODES = ("detect", "whole")
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import cv2
 
+from ..common.choices import MODEL_SETTING, PRIOR_CHOICES, PRIORS, TTA_CHOICES, tta_mode
 from ..common.errors import MimikaError
-from ..common.labels import PRIORS, TTA_NAMES, tta_mode
 from ..network.config import DEFAULT_MODEL, Predictor, shipped_models, with_settings
 from ..network.predictor import load_predictor
 from ..prepare.detection import PRESETS, HaarDetector, get_detector, preset_name
@@ -29,8 +29,8 @@ from ..recognition.recognizer import Recognizer
 from ..recognition.results import ImageResult
 from .settings import ServeSettings
 
-TTA_CHOICES = ("model", *TTA_NAMES)
-PRIOR_CHOICES = ("model", *PRIORS)
+# TTA_CHOICES and PRIOR_CHOICES (common/choices.py) stay importable from here, for the service's other modules
+__all__ = ["BadImage", "Engine", "FORMATS", "NotFound", "Options", "PRIOR_CHOICES", "TTA_CHOICES"]
 FORMATS = {"jpeg": (".jpg", "image/jpeg"), "png": (".png", "image/png")}
 
 
@@ -48,8 +48,8 @@ class Options:
 
     model: str | None = None
     detector: str | None = None
-    tta: str = "model"  # model: what the model file says; or one of TTA_NAMES
-    prior: str = "model"  # model: what the model file says; training; balanced
+    tta: str = MODEL_SETTING  # one of TTA_CHOICES (model: what the model file says)
+    prior: str = MODEL_SETTING  # one of PRIOR_CHOICES
     landmarks: bool = True  # keep each face's landmarks (detectors that find them)
     format: str = "jpeg"  # annotate: the image format answered
 
@@ -102,14 +102,14 @@ class Engine:
             raise NotFound(f"unknown model {name!r}; models: {', '.join(sorted(self.sources))}")
         return name
 
-    def predictor(self, name: str, tta: str = "model", prior: str = "model") -> Predictor:
+    def predictor(self, name: str, tta: str = MODEL_SETTING, prior: str = MODEL_SETTING) -> Predictor:
         with self._loading:
-            base = self._predictors.get((name, "model", "model"))
+            base = self._predictors.get((name, MODEL_SETTING, MODEL_SETTING))
             if base is None:
                 base = load_predictor(self.sources[name], threads=self.cpu_threads)
-                self._predictors[(name, "model", "model")] = base
+                self._predictors[(name, MODEL_SETTING, MODEL_SETTING)] = base
             c = base.config
-            mode = (c.tta if tta == "model" else tta_mode(tta), c.prior if prior == "model" else prior)
+            mode = (c.tta if tta == MODEL_SETTING else tta_mode(tta), c.prior if prior == MODEL_SETTING else prior)
             if mode == (c.tta, c.prior):
                 return base
             if (name, *mode) not in self._predictors:  # a prior the model cannot give: one clear error (400)
@@ -166,7 +166,7 @@ class Engine:
             info = []
             for name in sorted(self.sources):
                 with self._loading:
-                    m = self._predictors.get((name, "model", "model"))
+                    m = self._predictors.get((name, MODEL_SETTING, MODEL_SETTING))
                 m = m or load_predictor(self.sources[name])
                 c = m.config
                 info.append({"name": name, "default": name == self.default_model, "labels": list(m.labels),

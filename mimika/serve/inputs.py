@@ -14,7 +14,8 @@ import re
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
-from .engine import FORMATS, PRIOR_CHOICES, TTA_CHOICES, Options
+from ..common.choices import PRIOR_CHOICES, TTA_CHOICES
+from .engine import FORMATS, Options
 
 IMAGE_FIELD = "image"
 OPTION_FIELDS = ("model", "detector", "tta", "prior", "landmarks")
