@@ -1,10 +1,13 @@
-"""The Python API for models and training: a few verbs over the core modules. The CLI is a thin
-layer over these (recognition's verbs are in recognition.py)."""
+"""The Python API for models and training: a few verbs over the core modules, with every decision
+the command line makes about them (which model a run starts from, where it checkpoints, what a
+calibration may be fitted on, which settings a model file format takes, what an export needs). The
+CLI only maps its arguments onto these; recognition's verbs are in `mimika.recognition`."""
 
 from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -13,10 +16,18 @@ import numpy as np
 from .common.errors import MimikaError
 from .common.fileio import check_writable
 from .common.labels import in_code_order
+from .data import load_set, load_sets, neutral_frames  # noqa: F401 - the sets these verbs train on, part of the API
+from .network.config import ModelConfig
 from .network.model import Model
 from .prepare.datasets import FaceSet, faces_from_arrays
+from .training.calibration import Fitted
 from .training.loop import EpochStats, Trainer, kept_as_teacher, save_dtype
 from .training.options import TrainOptions
+
+#: the settings `configure` changes in a `.npz` alone, whose ONNX export is then written again: how
+#: faces are viewed and cropped; the others (temperature, prior, what calibration fitted) apply to
+#: an `.onnx` as well
+NPZ_ONLY_SETTINGS = ("tta", "margin")
 
 
 def create_model(arch: str = "seed", labels: list[str] | None = None, seed: int | None = 0) -> Model:
@@ -29,6 +40,45 @@ def load_model(name_or_path: str | os.PathLike | None = None) -> Model:
     return Model.load(name_or_path)
 
 
+def starting_model(init: str | os.PathLike | None = None, arch: str | None = None, margin: float | None = None,
+                   seed: int | None = None, labels: list[str] | None = None) -> Model:
+    """The model a training run starts from: the trained model `init`, or else a new network of
+    `arch` ("seed" unless given) cropping with `margin` (0 unless given), seeded with `seed`. A
+    trained model brings its own architecture and margin: an `arch` or `margin` that differs from
+    its own is refused in one line, never silently dropped. `labels`: the classes to answer (a
+    trained model keeps the rows of those it shares)."""
+    if init is None:
+        return Model.create(arch or "seed", labels=labels, margin=0.0 if margin is None else margin, seed=seed)
+    model = Model.load(init)
+    own = model.config
+    for flag, given, has in (("--arch", arch, own.arch), ("--margin", margin, own.crop.margin)):
+        if given is not None and given != has:
+            raise MimikaError(f"{init}: a trained model (--init) brings its own architecture ({own.arch}) and crop "
+                              f"margin ({own.crop.margin:g}): {flag} {given} "
+                              f"differs (`mimika configure --margin` changes a trained model's margin)")
+    return model.with_labels(labels) if labels else model
+
+
+def checkpoint_of(checkpoint: str | os.PathLike | None, resume: str | os.PathLike | None) -> str | os.PathLike | None:
+    """Where a run saves its checkpoint after every epoch: `checkpoint`, or else the checkpoint it
+    resumed from (a resumed run goes on saving there, so it can be resumed again)."""
+    return checkpoint or resume or None
+
+
+def check_run_files(out: str | os.PathLike | None, checkpoint: str | os.PathLike | None = None,
+                    resume: str | os.PathLike | None = None) -> Path | None:
+    """The files a training run writes and reads, checked before any work (a run may take hours,
+    its data minutes to load): `out` and the checkpoint can be written, the checkpoint it resumes
+    from is there (under torchrun rank 0 reads it for all). Returns `out` as a path."""
+    from .training.distributed import is_writer
+    written = check_writable(out, "model file") if out else None
+    for path in dict.fromkeys(p for p in (checkpoint_of(checkpoint, resume), resume) if p):
+        check_writable(path, "checkpoint")
+    if resume and not Path(resume).is_file() and is_writer():
+        raise MimikaError(f"{resume}: no such training checkpoint (nothing to resume)")
+    return written
+
+
 def train(model: Model, train_set: FaceSet, val_set: FaceSet | None = None,
           options: TrainOptions | None = None, out: str | os.PathLike | None = None,
           checkpoint: str | os.PathLike | None = None, resume: str | os.PathLike | None = None,
@@ -36,15 +86,14 @@ def train(model: Model, train_set: FaceSet, val_set: FaceSet | None = None,
     """Train `model` in place. Returns the per-epoch history; the wall time goes into the model's
     info. With `out`, the model is saved there, with its history beside it (`.history.json`, and a
     plot `.history.png` when matplotlib is installed), and the saved file's validation accuracy is
-    logged. Under torchrun every process calls this and trains its share of each batch
+    logged. A run that resumes from a checkpoint goes on saving there unless given another
+    (`checkpoint_of`). Under torchrun every process calls this and trains its share of each batch
     (distributed.py); only rank 0 writes the checkpoint and `out`. `teachers`: models in memory
     distilled from beside those of `options.teacher`."""
     options = options or TrainOptions()
-    for path in (out, checkpoint):
-        if path:
-            check_writable(path, "model file" if path == out else "checkpoint")
-    trainer = Trainer(model, train_set, val_set, options, checkpoint=checkpoint or None, log=log,
-                      teachers=teachers)
+    checkpoint = checkpoint_of(checkpoint, resume)
+    check_run_files(out, checkpoint, resume)
+    trainer = Trainer(model, train_set, val_set, options, checkpoint=checkpoint, log=log, teachers=teachers)
     if resume:
         trainer.restore(resume)
     t0 = time.perf_counter()
@@ -119,3 +168,101 @@ def fine_tune(model: Model | str | os.PathLike, faces: np.ndarray | FaceSet, lab
     if out and is_writer():
         model.save(out)
     return model
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What `calibrate` fitted and wrote into `path`, on how many validation faces, with the class
+    shares of how many training faces."""
+
+    path: Path
+    fitted: Fitted
+    validation_faces: int
+    training_faces: int
+
+
+def calibrate(model: str | os.PathLike | None, data: FaceSet, split: str = "PublicTest",
+              predictor=None) -> Calibration:
+    """Fit on validation faces of `data` the temperature that makes the probabilities of `model` (a
+    file, or a shipped name: its .onnx) honest, and the balance of its answers under the balanced
+    prior, with the class shares of the faces it trained on (its recorded split); write them into
+    the file. `split`: PublicTest, or "heldout" (the subjects its training held out); a test split is
+    refused (`validation_split`). `predictor`: the file already loaded (to read `data` with its crop)."""
+    from .network.config import resolve_model_path
+    from .network.predictor import load_predictor
+    from .prepare.datasets import evaluation_set, training_faces
+    from .training.calibration import calibrate as fit_into
+    from .training.calibration import validation_split
+    validation_split(split)
+    path = resolve_model_path(model)
+    predictor = predictor or load_predictor(path)
+    val = evaluation_set(data, split, predictor.config.info, str(path)).relabel(predictor.labels)
+    train = training_faces(data, predictor.config.info, str(path)).relabel(predictor.labels)
+    return Calibration(path, fit_into(path, val.faces, val.y, train.y, predictor), len(val), len(train))
+
+
+def configure(path: str | os.PathLike, tta: str | None = None, margin: float | None = None,
+              temperature: float | None = None, prior: str | None = None,
+              fitted_from: str | os.PathLike | None = None) -> ModelConfig:
+    """Change how a trained model file is used, in place, and return its new config: `tta` (a name
+    of `choices.TTA_NAMES`) and `margin` for a `.npz` only (`NPZ_ONLY_SETTINGS`: export it again
+    afterwards); `temperature`, `prior` and `fitted_from` (what `calibrate` fitted on another file
+    of the same weights: temperature, training class shares, balance) for either format."""
+    from dataclasses import replace
+
+    from .common.choices import tta_mode
+    from .network.export import update_model_config
+    from .network.predictor import load_predictor
+    path = Path(path)
+    given = {"tta": tta, "margin": margin}
+    if path.suffix != ".npz" and any(given[k] is not None for k in NPZ_ONLY_SETTINGS):
+        raise MimikaError(f"{path}: --tta and --margin rewrite a .npz model file (export it again afterwards)")
+    model = load_predictor(path)
+    fields = {}
+    if fitted_from:
+        source = load_predictor(fitted_from).config
+        if source.labels != model.labels:
+            raise MimikaError(f"{fitted_from}: other labels than {path}: not a file of the same weights")
+        fields.update(temperature=source.temperature, class_prior=source.class_prior, balance=source.balance)
+    if temperature is not None:
+        fields["temperature"] = temperature
+    if prior is not None:
+        fields["prior"] = prior
+    if tta is not None:
+        fields["tta"] = tta_mode(tta)
+    if margin is not None:
+        fields["crop"] = replace(model.config.crop, margin=margin)
+    if not fields:
+        raise MimikaError("nothing to change: give --tta, --margin, --temperature, --fitted-from or --prior")
+    return update_model_config(path, model, **fields)
+
+
+@dataclass(frozen=True)
+class Exported:
+    """What `export` wrote: the file, the model it holds (to check the file against) and, for an
+    INT8 file, how it was made ("INT8, calibrated on ...")."""
+
+    path: Path
+    model: Model
+    how: str = ""
+
+
+def export(model: Model | str | os.PathLike | None, out: str | os.PathLike, float32: bool = False,
+           int8: bool = False, calibration: str | os.PathLike | None = None, calibration_faces: int = 1024,
+           log: Callable[[str], None] = print) -> Exported:
+    """Write a trained model (loaded, a `.npz` file or a shipped name) as ONNX, for prediction
+    without PyTorch: its weights float16 where that is exact (`float32`: all float32), or INT8
+    (`int8`), whose activation ranges are calibrated on `calibration_faces` faces drawn from the
+    labelled set `calibration`, which INT8 needs and nothing else takes. `log`: notes of reading it."""
+    from .network.export import calibration_faces as draw_faces
+    from .network.export import export_onnx
+    if calibration and not int8:
+        raise MimikaError("--calibration is for --int8 exports")
+    if int8 and not calibration:
+        raise MimikaError("--int8 needs --calibration DATA (a few hundred real faces, e.g. the training set)")
+    model = model if isinstance(model, Model) else Model.load(model)
+    if not int8:
+        return Exported(export_onnx(model, out, half=not float32), model)
+    faces, source = draw_faces(calibration, model.config.crop, calibration_faces, log=log)
+    return Exported(export_onnx(model, out, quantize=True, calibration=faces, calibration_source=source), model,
+                    f"INT8, calibrated on {source}")

@@ -25,6 +25,24 @@ DEFAULT_DETECTOR = "cnn"
 #: the detector that crops the faces of training and evaluation sets: fixed (the thorough Haar
 #: preset that cropped every published set), recorded in the face cache's key and in trained models
 DATASET_DETECTOR = "haar-thorough"
+#: what each preset is for, in a few words; `describe_presets` adds the smallest face each finds
+#: (its own `min_size`), so no help text quotes a face size by hand
+PRESET_NOTES: dict[str, str] = {
+    "cnn": "CenterFace with landmarks",
+    "cnn-thorough": "more small faces, slower",
+    "cnn-fast": "fewer small faces, faster",
+    "haar": "the original Haar cascade",
+    "haar-thorough": "more faces, slower",
+    "haar-fast": "faster",
+    "haar-baseline": "the thesis' OpenCV defaults",
+}
+
+
+def describe_presets() -> str:
+    """Every preset, what it is for and the smallest face it finds, in one line ("cnn: CenterFace
+    with landmarks, faces from 24 px; ...")."""
+    return "; ".join(f"{name}: {PRESET_NOTES[name] + ', ' if PRESET_NOTES.get(name) else ''}faces from "
+                     f"{preset.min_size} px" for name, preset in PRESETS.items())
 
 
 def preset_name(name: str) -> str:

@@ -13,6 +13,7 @@ from typing import Iterable
 
 import numpy as np
 
+from ..common.choices import OUTPUT_FORMATS, TABLE
 from ..common.errors import MimikaError
 from ..prepare.boxes import Box
 
@@ -177,11 +178,33 @@ def _labels_of(results: Iterable[ImageResult]) -> list[str]:
     return []
 
 
+@dataclass
+class BatchOutcome:
+    """What a batch came to, tallied as its results stream by (`add`): how many were read, and the
+    ones that could not be. A batch goes on past a bad input, so it fails as a whole only when
+    nothing could be done (`nothing_done`: something failed and nothing was read; `mimika predict`
+    then exits with 1). A video read in part and then cut short has done something."""
+
+    done: int = 0
+    failed: list[ImageResult] = field(default_factory=list)
+
+    def add(self, result: ImageResult) -> ImageResult:
+        if result.error:
+            self.failed.append(result)
+        else:
+            self.done += 1
+        return result
+
+    @property
+    def nothing_done(self) -> bool:
+        return bool(self.failed) and not self.done
+
+
 class ResultWriter:
     """Prints results as they come, in one of the command's formats: "table", "jsonl" (a JSON object
     per line), "csv" (a header, then rows), or "json" (one list, printed by `close`)."""
 
-    FORMATS = ("table", "json", "jsonl", "csv")
+    FORMATS = (TABLE, *OUTPUT_FORMATS)
 
     def __init__(self, fmt: str, labels: list[str], out=None):
         import sys

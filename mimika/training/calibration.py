@@ -26,8 +26,22 @@ import numpy as np
 from ..common.errors import MimikaError
 from ..common.metrics import balanced_accuracy, expected_calibration_error
 from ..network.config import probabilities
+from ..prepare.datasets.faceset import split_name
 
 BALANCES = np.round(np.arange(0.0, 3.0001, 0.05), 2)  # the balances tried by `balance_for`
+
+
+def validation_split(split: str) -> str:
+    """`split` if calibration may be fitted on its faces: a validation split (PublicTest) or the
+    subjects a model's training held out ("heldout"); a test split (PrivateTest, "test", in any of
+    its spellings) and all of a set are refused, so no test face ever shapes what is fitted."""
+    try:
+        test = split_name(split) == "PrivateTest"
+    except MimikaError:  # "heldout", or a name the split's reader refuses itself
+        test = False
+    if test or split.lower() == "all":
+        raise MimikaError(f"--split {split}: calibration is fitted on validation faces, never on a test split")
+    return split
 
 
 def prediction_logits(model, faces: np.ndarray) -> np.ndarray:
