@@ -225,3 +225,17 @@ def test_faces_taken_whole_need_no_haar_cascade(astronaut_face, tmp_path, monkey
     assert main(["evaluate", "--model", model, "--data", data, "--crop", "detect"]) == 2
     assert "no-opencv-cascades.xml: no such cascade file" in capsys.readouterr().err
     mimika.prepare.haar._cascade.cache_clear()
+
+
+def test_calibrate_refuses_a_test_split_in_any_spelling_before_reading_anything(tmp_path, capsys):
+    err = _one_line(capsys, main(["calibrate", str(tmp_path / "none.onnx"), "--data", str(tmp_path / "none"),
+                                  "--split", "Private-Test"]))
+    assert "--split Private-Test: calibration is fitted on validation faces, never on a test split" in err
+
+
+def test_init_with_another_architecture_or_margin_is_one_line_before_the_data_is_read(tmp_path, capsys):
+    init = str(mimika.create_model("seed", seed=0).save(tmp_path / "init.npz"))
+    for flag, value in (("--arch", "vgg48"), ("--margin", "0.2")):
+        for command in (["train", "--out", str(tmp_path / "m.npz")], ["crossval", "--out-dir", str(tmp_path / "cv")]):
+            err = _one_line(capsys, main([*command, "--data", str(tmp_path / "none"), "--init", init, flag, value]))
+            assert f"{flag} {value} differs" in err, err

@@ -4,20 +4,6 @@ from __future__ import annotations
 
 from .errors import MimikaError
 
-#: The class priors a model can answer under (`ModelConfig.prior`): "training", the classes as
-#: common as in its training faces; "balanced", every class equally likely (`mimika calibrate`).
-PRIORS = ("training", "balanced")
-
-#: Test-time augmentations, as users name them (`ModelConfig.tta` stores "none" as ""): the face
-#: alone, with its mirror image, or both also shifted a little (`config.tta_views`). Here, not in
-#: config.py, so that the command line's parser imports no NumPy.
-TTA_NAMES = ("none", "flip", "shift")
-
-
-def tta_mode(name: str) -> str:
-    """A test-time augmentation's stored form (`ModelConfig.tta`) from its name: "none" is ""."""
-    return "" if name == "none" else name
-
 #: CK+ emotion codes, as in the `Emotion/*_emotion.txt` files.
 CKPLUS_CODES: dict[int, str] = {
     0: "neutral",
