@@ -123,7 +123,7 @@ def _test_time_args(p) -> None:
     p.add_argument("--prior", choices=PRIOR_CHOICES, default=MODEL_SETTING,
                    help="how common the answers assume each emotion is: training (as in the training photos: "
                    "best on web photos like them), balanced (all equally: best on posed faces and other "
-                   "cameras, see the README's cross-domain table), model (what the model file says)")
+                   "cameras, see docs/cross-domain.md), model (what the model file says)")
 
 
 def _nproc_arg(p) -> None:
@@ -230,7 +230,7 @@ def _finetune(sub) -> None:
                    help="the share of each target the starting model answers (its frozen copy as teacher: "
                    "learning without forgetting), so it forgets less of the faces it knew; a class it never learned is "
                    "taught by your labels alone; 0: your faces alone, "
-                   "best on your people, worst on everyone else's (README: Your own camera's people)")
+                   "best on your people, worst on everyone else's (docs/cross-domain.md: your own camera's people)")
     _add_train_options(f, ["epochs", "lr", "batch_size", "seed", "device", "augment"], epochs=10, lr=0.001)
     _nproc_arg(f)
 

@@ -120,8 +120,8 @@ ALT2 = "haarcascade_frontalface_alt2.xml"
 #: Named settings, compared by bench/detection.py (recall, false detections, speed) on
 #: ../shared/data/facedet. All frame a face alike (scripts/calibrate_margin.py --detector ...: median
 #: box sides within 1% of each other on FER faces), so a model's crop margin suits each of them.
-#: "haar": faces from 40 px (smaller faces are read markedly less well: scripts/
-#: accuracy_by_face_size.py, quoted in the README), OpenCV's alt2 cascade (20 px window) on the image
+#: "haar": faces from 40 px (smaller faces are read markedly less well: experiments/
+#: accuracy_by_face_size.py, quoted in docs/detection.md), OpenCV's alt2 cascade (20 px window) on the image
 #: shrunk by 2, a coarse pyramid and a permissive vote, each candidate confirmed by a second look at
 #: full resolution unless 8 or more raw detections back it: on faces of 40 px and more it finds as
 #: many as the baseline with a tenth of its false detections, about five times faster.

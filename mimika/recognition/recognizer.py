@@ -47,7 +47,7 @@ class Recognizer:
     name (`mimika.detection.PRESETS`; None: the default, the CNN). `crop="whole"` takes every image
     as one face (pre-cropped face sets) instead of detecting faces. `align=False` crops boxes even
     where the detector gives landmarks. `prior="balanced"` answers as if every emotion were equally
-    common (posed faces, other cameras: the README's cross-domain table); "training" as common as in
+    common (posed faces, other cameras: docs/cross-domain.md); "training" as common as in
     the training photos; "model" as the model file says."""
 
     def __init__(self, model: str | os.PathLike | Predictor | None = None, detector=None, crop: str = "detect",

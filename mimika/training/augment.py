@@ -76,7 +76,7 @@ def mixup(x: torch.Tensor, targets: torch.Tensor, alpha: float) -> tuple[torch.T
     """Each face of a batch blended with another of the same batch, and its target (class
     probabilities) alike, by one weight lambda ~ Beta(alpha, alpha) (mixup, Zhang et al. 2018): the
     network learns answers between classes (reported to smooth them; on FER+ it cost balanced
-    accuracy: reports/experiments.md, E27)."""
+    accuracy: experiments/experiments.md, E27)."""
     lam = float(torch.distributions.Beta(alpha, alpha).sample())
     other = torch.randperm(x.shape[0]).to(x.device)  # faces and targets are on the training device
     return lam * x + (1 - lam) * x[other], lam * targets + (1 - lam) * targets[other]

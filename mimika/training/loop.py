@@ -60,7 +60,7 @@ def _amp_dtype(device: str, on: bool) -> torch.dtype | None:
 
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes in bf16 itself (AVX512-BF16 or AMX), where bf16 autocast trains every
-    registered network faster than float32 (`python bench/train_speed.py`; README "Speed and size");
+    registered network faster than float32 (`python bench/train_speed.py`; docs/scale.md);
     elsewhere bf16 is emulated and only the architectures marked `train_bf16` gain from it."""
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, hence looked up
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
