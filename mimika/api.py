@@ -179,6 +179,7 @@ class Calibration:
     fitted: Fitted
     validation_faces: int
     training_faces: int
+    drawn_shares: bool = False  # the prior is the class shares the training drew (`drawn_prior`)
 
 
 def calibrate(model: str | os.PathLike | None, data: FaceSet, split: str = "PublicTest",
@@ -198,7 +199,19 @@ def calibrate(model: str | os.PathLike | None, data: FaceSet, split: str = "Publ
     predictor = predictor or load_predictor(path)
     val = evaluation_set(data, split, predictor.config.info, str(path)).relabel(predictor.labels)
     train = training_faces(data, predictor.config.info, str(path)).relabel(predictor.labels)
-    return Calibration(path, fit_into(path, val.faces, val.y, train.y, predictor), len(val), len(train))
+    drawn = drawn_prior(predictor.config.info, len(predictor.labels))
+    return Calibration(path, fit_into(path, val.faces, val.y, train.y, predictor, prior=drawn), len(val), len(train),
+                       drawn is not None)
+
+
+def drawn_prior(info: dict, n: int) -> list[float] | None:
+    """The class shares a run balancing sets or classes drew (recorded by training), which are the
+    prior its network learned, rather than the shares of the faces it held; None for other runs."""
+    shares = info.get("training", {}).get("class_shares")
+    if not shares or len(shares) != n:
+        return None
+    floor = np.maximum(np.asarray(shares, np.float64), 1e-6)  # a class never drawn: finite, as class_shares does
+    return [float(round(v, 6)) for v in floor / floor.sum()]
 
 
 def configure(path: str | os.PathLike, tta: str | None = None, margin: float | None = None,

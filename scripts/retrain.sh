@@ -3,16 +3,19 @@
 # float32, the default before mimika chose bf16 on CPUs with native bf16: hence its --no-bf16):
 #   bash scripts/retrain.sh seed|ferplus|fer2013      (ferplus about 65 min here, fer2013 about 2 h)
 # and the same shipped-file steps for a candidate of experiments/experiments.md, in a scratch folder:
-#   bash scripts/retrain.sh ship NAME RUN.npz DATA OUTDIR
+#   bash scripts/retrain.sh ship NAME RUN.npz DATA OUTDIR [MORE...]
+# (MORE: further calibrate flags for a model trained on several sets, e.g. --data SET ... --detector cnn:
+# the temperature and balance are then fitted on the validation parts of all of them; INT8 ranges on DATA)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D=../shared/data; M=mimika/models
-shipped() {  # $1 name, $2 trained .npz, $3 data: flip, INT8 export, temperature and balance fitted on PublicTest
+shipped() {  # $1 name, $2 trained .npz, $3 data, then more calibrate flags: flip, INT8 export, temperature and
+  # balance fitted on the validation faces
   cp $2 $M/$1.npz
   for f in history.json history.png; do [ ! -f ${2%.npz}.$f ] || cp ${2%.npz}.$f $M/$1.$f; done
   mimika configure $M/$1.npz --tta flip
   mimika export $M/$1.npz $M/$1.onnx --int8 --calibration $3
-  mimika calibrate $M/$1.onnx --data $3  # fitted on the INT8 file, copied to the float files
+  mimika calibrate $M/$1.onnx --data $3 "${@:4}"  # fitted on the INT8 file, copied to the float files
   mimika configure $M/$1.npz --fitted-from $M/$1.onnx
   mimika export $M/$1.npz $M/$1.float.onnx
 }
@@ -37,8 +40,8 @@ case "${1:-}" in
       --out runs/e13-fer2013-wide/model.npz --checkpoint runs/e13-fer2013-wide/stage2.ckpt.npz
     shipped fer2013 runs/e13-fer2013-wide/model.npz $D/fer2013/fer2013.csv.gz ;;
   ship)
-    [ $# -eq 5 ] || { echo "usage: bash scripts/retrain.sh ship NAME RUN.npz DATA OUTDIR" >&2; exit 2; }
+    [ $# -ge 5 ] || { echo "usage: bash scripts/retrain.sh ship NAME RUN.npz DATA OUTDIR [MORE...]" >&2; exit 2; }
     M=$5; mkdir -p $M
-    shipped $2 $3 $4 ;;
+    shipped $2 $3 $4 "${@:6}" ;;
   *) echo "usage: bash scripts/retrain.sh seed|ferplus|fer2013 | ship NAME RUN.npz DATA OUTDIR" >&2; exit 2 ;;
 esac

@@ -190,3 +190,33 @@ def test_a_balanced_joint_run_records_what_it_draws_and_resumes_exactly(expw_roo
                                   train.relabel(whole.labels).y, len(whole.labels))
     assert np.allclose(shares, expected, atol=1e-6)
     json.dumps(whole.config.info)  # the record stays plain JSON
+
+
+def test_calibrating_a_balanced_run_uses_the_class_shares_it_drew(astronaut_face, tmp_path):
+    """The prior `mimika calibrate` stores for --prior balanced is what the network learned: the
+    shares the run drew, not the shares of the faces it held; fitted on the validation faces of
+    every set given."""
+    from conftest import variants
+
+    from mimika.api import calibrate, create_model, train
+    from mimika.prepare.datasets import FaceSet
+    from mimika.training.options import TrainOptions
+
+    def one_set(name, n_happy, n_surprise, seed):
+        faces = [cv2.resize(f, (48, 48), interpolation=cv2.INTER_AREA)
+                 for f in variants(astronaut_face, n_happy, seed) + [v[::-1] for v in variants(astronaut_face,
+                                                                                               n_surprise, seed + 1)]]
+        n = n_happy + n_surprise
+        splits = np.array((["Training", "PublicTest"] * n)[:n])
+        return FaceSet(np.stack(faces), np.array([0] * n_happy + [1] * n_surprise), ["happiness", "surprise"],
+                       np.full(n, ""), [f"{name}{i}" for i in range(n)], splits=splits,
+                       origins=np.full(n, name))
+    data = joined([one_set("a", 90, 10, 0), one_set("b", 20, 20, 5)])
+    model = create_model("vgg48", labels=["happiness", "surprise"])
+    model.config.info["split"] = {"train": "Training", "val": "PublicTest"}  # as `mimika train` records it
+    train(model, data.split("Training"), None, TrainOptions(epochs=1, batch_size=16, source_balance=1,
+                                                            class_balance=1), out=tmp_path / "m.npz", log=lambda s: 0)
+    run = calibrate(tmp_path / "m.npz", data)
+    assert run.drawn_shares and run.validation_faces == 70
+    assert np.allclose(run.fitted.class_prior, [0.5, 0.5], atol=1e-6)  # every class of every set equally often
+    assert run.training_faces == 70 and np.mean(data.split("Training").y == 0) > 0.7  # the faces held: mostly happy

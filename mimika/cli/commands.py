@@ -221,15 +221,18 @@ def cmd_merge(args) -> int:
 def cmd_calibrate(args) -> int:
     from ..api import calibrate
     from ..network.predictor import load_predictor
+    from ..prepare.datasets import joined
     from ..training.calibration import validation_split
 
     validation_split(args.split)  # refused before the model and the data are read
     model = load_predictor(args.model)
-    run = calibrate(args.model, _one_set(args, model.config.crop), args.split, predictor=model)
+    run = calibrate(args.model, joined(_sets(args, model.config.crop)), args.split, predictor=model)
     f, path, labels = run.fitted, run.path, model.labels
     print(f"{path}: temperature {f.temperature:.4f}; calibration error (ECE) on {args.split} ({run.validation_faces} "
           f"faces): {f.ece_before:.4f} -> {f.ece_after:.4f}")
-    print(f"{path}: balance {f.balance:g} for --prior balanced (training shares of {run.training_faces} faces: "
+    shares = "class shares as its training drew them" if run.drawn_shares else \
+        f"training shares of {run.training_faces} faces"
+    print(f"{path}: balance {f.balance:g} for --prior balanced ({shares}: "
           + ", ".join(f"{n} {p:.3f}" for n, p in zip(labels, f.class_prior)) + f"); on {args.split}: "
           f"accuracy {f.accuracy[0]:.4f} -> {f.accuracy[1]:.4f}, balanced accuracy "
           f"{f.balanced_accuracy[0]:.4f} -> {f.balanced_accuracy[1]:.4f}")

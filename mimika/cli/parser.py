@@ -278,9 +278,13 @@ def _calibrate(sub) -> None:
     k = _command(sub, "calibrate", "fit, on validation data, the temperature that makes a model's probabilities "
                  "honest and the balance of its answers under --prior balanced (written into the model file)",
                  ["mimika calibrate mimika/models/ferplus.onnx --data fer2013new.csv   # its PublicTest split",
-                  "mimika calibrate mine.npz --data ../shared/data/ckplus --split heldout"])
+                  "mimika calibrate mine.npz --data ../shared/data/ckplus --split heldout",
+                  "mimika calibrate mine.onnx --data fer2013new.csv --data ../shared/data/expw --detector cnn   "
+                  "# the validation parts of both"])
     k.add_argument("model", help="model file (.onnx or .npz; a shipped name means its .onnx)")
-    _data_args(k)
+    _data_args(k, several="repeat for a model trained on several sets: the validation faces of each")
+    k.add_argument("--with-neutral", action="store_true", help="CK+ sets: add each sequence's first frame as "
+                   "neutral (as the model trained)")
     k.add_argument("--split", default="PublicTest", help="validation faces: PublicTest, or heldout (the subjects "
                    "the model's training held out); never a test split")
 

@@ -98,25 +98,28 @@ class Fitted:
     accuracy: tuple[float, float]
 
 
-def calibrate(path, faces: np.ndarray, y: np.ndarray, train_y: np.ndarray, model=None) -> Fitted:
+def calibrate(path, faces: np.ndarray, y: np.ndarray, train_y: np.ndarray, model=None,
+              prior: list[float] | None = None) -> Fitted:
     """Fit the temperature and the balance of the model file at `path` on validation faces (labels
-    `y`, indices into its labels), with the class prior of its training faces' labels `train_y`,
-    and store them in the file. `model`: the file already loaded, if the caller has it."""
+    `y`, indices into its labels), with the class prior of its training faces' labels `train_y`
+    (or `prior`, the shares a balanced run drew), and store them in the file. `model`: the file
+    already loaded, if the caller has it."""
     from ..network.export import update_model_config
     from ..network.predictor import load_predictor
     model = model or load_predictor(path)
-    f = fit_calibration(model, faces, y, train_y)
+    f = fit_calibration(model, faces, y, train_y, prior)
     update_model_config(path, model, temperature=f.temperature, class_prior=f.class_prior, balance=f.balance)
     return f
 
 
-def fit_calibration(model, faces: np.ndarray, y: np.ndarray, train_y: np.ndarray) -> Fitted:
+def fit_calibration(model, faces: np.ndarray, y: np.ndarray, train_y: np.ndarray,
+                    prior: list[float] | None = None) -> Fitted:
     """What `calibrate` stores, fitted for a model in memory (`with_settings` applies it)."""
     n = len(model.labels)
     z = prediction_logits(model, faces)  # the network runs once; every fit is tried on its logits
     before = expected_calibration_error(probabilities(z, model.config.temperature), y)
     temperature = temperature_for(z, y)
-    prior = class_prior(train_y, n)
+    prior = prior or class_prior(train_y, n)
     balance = balance_for(z, y, temperature, prior)
     plain = probabilities(z, temperature).argmax(1)
     balanced = probabilities(z, temperature, -balance * np.log(prior)).argmax(1)

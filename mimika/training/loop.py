@@ -204,12 +204,10 @@ class Trainer:
         self.state = TrainingState(history=[], best=None, world_size=world.size)
         self.fingerprint = checkpoints.data_fingerprint(self.train_set)
         self.weights = None  # each face's chance of being drawn, when the run balances sets or classes
-        if o.source_balance or o.class_balance:
+        if o.source_balance or o.class_balance:  # the prior the network learns: recorded for `mimika calibrate`
             self.weights = draw_weights(self.train_set.origins, self.train_set.y, o.source_balance, o.class_balance)
-        model.config.info.setdefault("training", {})["class_shares"] = [
-            round(float(v), 6) for v in drawn_class_shares(
-                self.weights if self.weights is not None else np.full(len(self.train_set), 1 / len(self.train_set)),
-                self.train_set.y, len(model.labels))]
+            model.config.info.setdefault("training", {})["class_shares"] = [
+                round(float(v), 6) for v in drawn_class_shares(self.weights, self.train_set.y, len(model.labels))]
         self.logit_offset = logit_offset(self.train_set, o)
         if self.logit_offset is not None:
             self.logit_offset = self.logit_offset.to(world.device)  # once, not in every step
