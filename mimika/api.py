@@ -41,12 +41,28 @@ def load_model(name_or_path: str | os.PathLike | None = None) -> Model:
 
 
 def starting_model(init: str | os.PathLike | None = None, arch: str | None = None, margin: float | None = None,
-                   seed: int | None = None, labels: list[str] | None = None) -> Model:
+                   seed: int | None = None, labels: list[str] | None = None, input_size: int | None = None) -> Model:
     """The model a training run starts from: the trained model `init`, or else a new network of
     `arch` ("seed" unless given) cropping with `margin` (0 unless given), seeded with `seed`. A
     trained model brings its own architecture and margin: an `arch` or `margin` that differs from
     its own is refused in one line, never silently dropped. `labels`: the classes to answer (a
-    trained model keeps the rows of those it shares)."""
+    trained model keeps the rows of those it shares). `input_size`: faces of N x N pixels instead of
+    the architecture's own, for a network with global pooling (whose weights take any size: a
+    trained model's go on from its own size)."""
+    model = _started(init, arch, margin, seed, labels)
+    if input_size is not None and input_size != model.config.crop.width:
+        from dataclasses import replace
+
+        from .network.architectures import get_architecture
+        if not get_architecture(model.config.arch).any_input:
+            raise MimikaError(f"--input-size {input_size}: the {model.config.arch} network takes "
+                              f"{model.config.crop.width}x{model.config.crop.height} faces only (its dense layer is "
+                              "sized for them)")
+        model.config.crop = replace(model.config.crop, width=input_size, height=input_size)
+    return model
+
+
+def _started(init, arch, margin, seed, labels) -> Model:
     if init is None:
         return Model.create(arch or "seed", labels=labels, margin=0.0 if margin is None else margin, seed=seed)
     model = Model.load(init)

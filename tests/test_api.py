@@ -43,6 +43,18 @@ def _epoch_of(checkpoint) -> int:
     return int(read_container(checkpoint, MODEL_FORMAT, WHAT)[0]["training"]["epoch"])
 
 
+def test_a_network_with_global_pooling_takes_another_input_size_and_others_refuse(tmp_path):
+    import torch
+    big = api.starting_model(arch="vgg48", input_size=64)
+    assert (big.config.crop.width, big.config.crop.height) == (64, 64)
+    assert big.net(torch.zeros(2, 1, 64, 64)).shape == (2, len(big.labels))
+    big.save(tmp_path / "big.npz")
+    again = api.starting_model(tmp_path / "big.npz", input_size=80)  # a trained model goes on at another size
+    assert again.config.crop.width == 80 and api.starting_model(tmp_path / "big.npz").config.crop.width == 64
+    with pytest.raises(MimikaError, match="--input-size 64: the seed network takes 96x96 faces only"):
+        api.starting_model(arch="seed", input_size=64)
+
+
 def test_a_resumed_run_goes_on_checkpointing_to_the_file_it_resumed_from(tmp_path, astronaut_face):
     faces, codes = two_class_faces(astronaut_face, n=8)
     data = faces_from_arrays(faces[:, None], codes, CropSpec(96, 96), crop="whole")

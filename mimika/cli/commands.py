@@ -100,7 +100,7 @@ def cmd_train(args) -> int:
     from ..prepare.datasets import joint_split
 
     out = check_run_files(args.out, args.checkpoint, args.resume)
-    model = starting_model(args.init, args.arch, args.margin, seed=args.seed)
+    model = starting_model(args.init, args.arch, args.margin, seed=args.seed, input_size=args.input_size)
     split = joint_split(_sets(args, model.config.crop), args.val_subjects, args.seed)
     model.with_labels(split.train.labels)  # the data's classes (a trained --init keeps the rows of shared ones)
     _log(split.description)
@@ -118,12 +118,14 @@ def cmd_crossval(args) -> int:
     from ..training.crossval import cross_validate
     from ..training.distributed import is_writer
 
-    data, *others = _sets(args, starting_model(args.init, args.arch, args.margin).config.crop)
+    data, *others = _sets(args, starting_model(args.init, args.arch, args.margin,
+                                               input_size=args.input_size).config.crop)
     # a further set trains beside every fold by its own protocol (FER: its Training part), never tested
     beside = joined([train_val_split(s).train for s in others]) if others else None
 
     def make_model(labels):
-        return starting_model(args.init, args.arch, args.margin, seed=args.seed, labels=labels)
+        return starting_model(args.init, args.arch, args.margin, seed=args.seed, labels=labels,
+                              input_size=args.input_size)
 
     summary = cross_validate(data, make_model, _train_options(args), k=args.folds, seed=args.seed,
                              out_dir=args.out_dir, log=print, beside=beside)

@@ -115,6 +115,8 @@ def _start_args(p, arch_help: str, init_help: str) -> None:
     p.add_argument("--init", help=init_help)
     p.add_argument("--margin", type=MARGIN, help="crop margin around face boxes, a fraction of the box side "
                    "(0, the default; --init brings its own)")
+    p.add_argument("--input-size", type=_number(int, 16, 256), metavar="N", help="faces of N x N pixels instead of "
+                   "the architecture's own (vgg48, vgg48w: their weights take any size, a trained --init's too)")
 
 
 def _test_time_args(p) -> None:

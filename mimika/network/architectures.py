@@ -22,14 +22,16 @@ class Architecture:
     input_size: tuple[int, int]  # width, height of the grayscale input
     description: str
     train_bf16: bool = False  # whether bf16 autocast trains it faster even on a CPU without native bf16
+    any_input: bool = False  # global pooling: the same weights take faces of any size (`--input-size`)
 
 
 ARCHITECTURES: dict[str, Architecture] = {}
 
 
-def register(name: str, input_size: tuple[int, int], description: str, train_bf16: bool = False):
+def register(name: str, input_size: tuple[int, int], description: str, train_bf16: bool = False,
+             any_input: bool = False):
     def wrap(build: Callable[[int], nn.Module]):
-        ARCHITECTURES[name] = Architecture(name, build, input_size, description, train_bf16)
+        ARCHITECTURES[name] = Architecture(name, build, input_size, description, train_bf16, any_input)
         return build
     return wrap
 
@@ -117,7 +119,8 @@ class VGGFace48(nn.Module):
         return self.head(self.classifier(self.features(x)))
 
 
-register("vgg48", (48, 48), "compact VGG (8 conv-BN layers, widths 32-256, global pooling), 48x48 input")(
+register("vgg48", (48, 48), "compact VGG (8 conv-BN layers, widths 32-256, global pooling), 48x48 input",
+         any_input=True)(
     lambda num_classes: VGGFace48(num_classes, 32))
-register("vgg48w", (48, 48), "wider compact VGG (widths 48-384), 48x48 input")(
+register("vgg48w", (48, 48), "wider compact VGG (widths 48-384), 48x48 input", any_input=True)(
     lambda num_classes: VGGFace48(num_classes, 48))
