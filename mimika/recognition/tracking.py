@@ -1,7 +1,8 @@
 """Faces followed through a video: a stable id per face, and optionally its probabilities smoothed.
 
 A light matcher, no dependencies: each track predicts its next box from its last two (constant
-velocity), and detections are matched to tracks greedily, best overlap first (IoU of the
+velocity per analysed frame, the frames between them counted, so a face found again after a gap
+keeps moving at its own speed), and detections are matched to tracks greedily, best overlap first (IoU of the
 predicted box; when nothing overlaps, as after a fast move or skipped frames, the nearest centre
 within one face width). A detection matched to no track starts a new one; a track unmatched for
 `max_missing` analysed frames ends, so a face that leaves and returns may get a new id. Two faces
@@ -26,15 +27,23 @@ def _centre(b: Box) -> np.ndarray:
 class _Track:
     id: int
     boxes: list[Box] = field(default_factory=list)
-    missing: int = 0
+    missing: int = 0  # analysed frames since the last box
+    apart: int = 1  # analysed frames between the last two boxes (more than 1 after a gap)
     scores: dict[str, float] | None = None  # smoothed probabilities
 
     def predicted(self) -> Box:
+        """Where the face is now: the last box moved on at the speed between the last two, per
+        analysed frame (the two may be a gap apart), for the frames since the last one."""
         if len(self.boxes) < 2:
             return self.boxes[-1]
         (x1, y1, _, _), (x2, y2, w2, h2) = self.boxes[-2], self.boxes[-1]
-        step = 1 + self.missing
+        step = (1 + self.missing) / self.apart
         return (round(x2 + (x2 - x1) * step), round(y2 + (y2 - y1) * step), w2, h2)
+
+    def add(self, box: Box) -> None:
+        self.apart = 1 + self.missing
+        self.boxes = (self.boxes + [box])[-2:]
+        self.missing = 0
 
 
 class FaceTracker:
@@ -72,8 +81,7 @@ class FaceTracker:
                 track = _Track(self.next_id)
                 self.next_id += 1
                 self.tracks.append(track)
-            track.boxes = (track.boxes + [face.box])[-2:]
-            track.missing = 0
+            track.add(face.box)
             face.track_id = track.id
             if self.smoothing:
                 face.scores = track.scores = self._smoothed(track.scores, face.scores)
