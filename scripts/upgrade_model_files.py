@@ -43,7 +43,8 @@ def upgrade_onnx(path: Path) -> str:
     want = model_checksum(data, config)
     if any(p.key == CHECKSUM_KEY and p.value == want for p in proto.metadata_props):
         return "already current"
-    before = OnnxModel(path) if not any(p.key == CHECKSUM_KEY for p in proto.metadata_props) else None
+    unchecked = not any(p.key == CHECKSUM_KEY for p in proto.metadata_props)
+    before = OnnxModel(path, allow_unchecked=True) if unchecked else None  # what it answers now, to compare
     kept = [p for p in proto.metadata_props if not p.key.startswith("mimika_") or p.key == METADATA_KEY]
     del proto.metadata_props[:]
     proto.metadata_props.extend(kept)

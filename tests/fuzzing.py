@@ -423,6 +423,14 @@ def png_bytes(width: int, height: int, depth: int = 8, colour: int = 0, idat: by
             + png_chunk(b"IEND", b""))
 
 
+def png_chunk_claiming(data: bytes, kind: bytes, length: int, nth: int = 0) -> bytes:
+    """The PNG `data` with the length of its nth chunk of `kind` rewritten to `length`."""
+    starts = [s for s, _, k in png_chunks(data) if k == kind]
+    b = bytearray(data)
+    struct.pack_into(">I", b, starts[nth], length)
+    return bytes(b)
+
+
 def png_bomb(width: int, height: int, depth: int, colour: int) -> bytes:
     """A PNG whose IDAT really inflates to the whole width x height (rows of zeros)."""
     channels = {0: 1, 2: 3, 4: 2, 6: 4}[colour]
@@ -473,12 +481,17 @@ def hostile_images(big: bool = True) -> list[Sample]:
     nan = np.full((32, 32), np.nan, np.float32)
     half_nan = gray.astype(np.float32) / 255
     half_nan[:, :96] = np.nan
+    noise_png = _cv_encode(".png", np.random.default_rng(0).integers(0, 256, (420, 420, 3), dtype=np.uint8))
     out = [
         Sample("png_claims_60000x60000", "png", png_bytes(60000, 60000), "69-byte PNG claiming 60000x60000"),
         Sample("png_claims_20000x20000_rgba16", "png", png_bytes(20000, 20000, 16, 6),
                "tiny PNG claiming 20000x20000 16-bit RGBA"),
         Sample("png_bomb_30000x30000_1bit", "png", png_bomb(30000, 30000, 1, 0),
                "PNG that inflates to 30000x30000 (1-bit gray, 112 MB compressed to ~110 kB)"),
+        Sample("png_idat_claims_2gb", "png", png_chunk_claiming(noise_png, b"IDAT", 0x7FFFFFFF),
+               "0.5 MB PNG whose IDAT chunk claims 2 GB"),
+        Sample("png_second_idat_claims_4gb", "png", png_chunk_claiming(noise_png, b"IDAT", 0xFFFFFFF0, nth=1),
+               "0.5 MB PNG whose second IDAT chunk claims 4 GB"),
         Sample("png_width_0", "png", png_bytes(0, 100), "PNG IHDR width 0"),
         Sample("png_1x1", "png", _cv_encode(".png", gray[:1, :1]), "1x1 image"),
         Sample("png_1x5000", "png", _cv_encode(".png", np.zeros((1, 5000), np.uint8)), "1x5000 strip"),
@@ -665,6 +678,29 @@ def _central_headers(data: bytes) -> list[int]:
         i += 4
 
 
+def with_bomb_entry(archive: bytes, n: int, name: bytes = b"param/extra.npy") -> bytes:
+    """The zip `archive` with one more entry, a float32 .npy of n bytes of zeros deflated (about
+    n / 1000 bytes in the file; its header, sizes and CRC are right, so only its size gives it away)."""
+    npy_header = _npy_with_header(f"{{'descr': '<f4', 'fortran_order': False, 'shape': ({n // 4},), }}", b"")
+    crc = zlib.crc32(npy_header)
+    zeros = bytes(1 << 20)
+    for _ in range(n >> 20):
+        crc = zlib.crc32(zeros, crc)
+    crc = zlib.crc32(bytes(n % (1 << 20)), crc) & 0xFFFFFFFF
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    stream = c.compress(npy_header) + c.flush(zlib.Z_FULL_FLUSH) + _zlib_zeros(n)[2:-4]
+    eocd = archive.rfind(b"PK\x05\x06")
+    count, cd_size, cd_off = struct.unpack("<HII", archive[eocd + 10:eocd + 20])
+    usize = len(npy_header) + n
+    local = struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, 0, 8, 0, 0x21, crc, len(stream), usize,
+                        len(name), 0) + name + stream
+    central = struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", 20, 20, 0, 8, 0, 0x21, crc, len(stream),
+                          usize, len(name), 0, 0, 0, 0, 0, cd_off) + name
+    return (archive[:cd_off] + local + archive[cd_off:cd_off + cd_size] + central
+            + struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, count + 1, count + 1, cd_size + len(central),
+                          cd_off + len(local), 0))
+
+
 def npz_mutations(data: bytes, rng) -> dict[str, callable]:
     """Named mutations of an .npz model file; each returns (bytes, description)."""
     entries = _zip_entries(data)
@@ -813,29 +849,24 @@ def npz_mutations(data: bytes, rng) -> dict[str, callable]:
     def deflated():
         return rebuild(entries, zipfile.ZIP_DEFLATED), "entries deflate-compressed (harmless)"
 
-    def zip_bomb():
-        """An extra entry whose deflate stream inflates to 256 MB (its header and CRC are right)."""
-        n = 256 << 20
-        npy_header = _npy_with_header(f"{{'descr': '<f4', 'fortran_order': False, 'shape': ({n // 4},), }}", b"")
-        crc = zlib.crc32(npy_header)
-        zeros = bytes(1 << 20)
-        for _ in range(n >> 20):
-            crc = zlib.crc32(zeros, crc) & 0xFFFFFFFF
-        c = zlib.compressobj(9, zlib.DEFLATED, -15)
-        stream = c.compress(npy_header) + c.flush(zlib.Z_FULL_FLUSH) + _zlib_zeros(n)[2:-4]
-        arch = rebuild(entries)
-        eocd = arch.rfind(b"PK\x05\x06")
-        count, cd_size, cd_off = struct.unpack("<HII", arch[eocd + 10:eocd + 20])
-        name = b"param/extra.npy"
-        usize = len(npy_header) + n
-        local = struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, 0, 8, 0, 0x21, crc, len(stream), usize,
-                            len(name), 0) + name + stream
-        central = struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", 20, 20, 0, 8, 0, 0x21, crc, len(stream),
-                              usize, len(name), 0, 0, 0, 0, 0, cd_off) + name
-        new = (arch[:cd_off] + local + arch[cd_off:cd_off + cd_size] + central
-               + struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, count + 1, count + 1, cd_size + len(central),
-                             cd_off + len(local), 0))
-        return new, f"extra entry inflating to {n >> 20} MB"
+    def zip_bomb(n):
+        return lambda: (with_bomb_entry(rebuild(entries), n), f"extra entry inflating to {n >> 20} MB")
+
+    def unchecked(changed: bool):
+        def go():
+            doc = {k: v for k, v in meta.items() if k != "checksum"}
+            doc["format_version"] = 1
+            e = list(entries)
+            what = "format version 1, no checksum"
+            if changed:
+                i = weight_is[int(rng.integers(len(weight_is)))]
+                arr = np.load(io.BytesIO(e[i][1])).copy()
+                arr.flat[int(rng.integers(arr.size))] += arr.dtype.type(0.5)
+                e[i] = (e[i][0], _npy(arr))
+                what += f", a weight of {e[i][0]} changed"
+            e[meta_i] = ("__meta__.npy", _npy(np.array(json.dumps(doc))))
+            return rebuild(e), what
+        return go
 
     nan, inf = float("nan"), float("inf")
     return {
@@ -898,8 +929,21 @@ def npz_mutations(data: bytes, rng) -> dict[str, callable]:
         "weight_transposed": transpose_weight,
         "weight_missing": drop_entry,
         "deflated": deflated,
-        "zip_bomb_entry": zip_bomb,
+        "zip_bomb_entry": zip_bomb(256 << 20),
+        "zip_bomb_entry_1200mb": zip_bomb(1200 << 20),
+        "unchecked_v1": unchecked(False),
+        "unchecked_v1_weight_changed": unchecked(True),
     }
+
+
+def varint(v: int) -> bytes:
+    """A protobuf varint."""
+    out = b""
+    while True:
+        out += bytes([(v & 0x7F) | (0x80 if v > 0x7F else 0)])
+        v >>= 7
+        if not v:
+            return out
 
 
 def onnx_mutations(data: bytes, rng) -> dict[str, callable]:
@@ -1090,8 +1134,36 @@ def onnx_mutations(data: bytes, rng) -> dict[str, callable]:
     def raw(kind):
         return lambda: any_file_mutation(data, rng, kind)
 
+    def no_checksum(changed: bool):
+        def go():
+            m = copy()
+            keep = [p for p in m.metadata_props if p.key != "mimika_sha256"]
+            del m.metadata_props[:]
+            m.metadata_props.extend(keep)
+            what = "checksum removed"
+            if changed:
+                t = m.graph.initializer[float_inits[int(rng.integers(len(float_inits)))]]
+                t.CopyFrom(numpy_helper.from_array((numpy_helper.to_array(t) * 1.5).astype(numpy_helper.to_array(t).dtype),
+                                                   t.name))
+                what += f", initializer {t.name} scaled by 1.5"
+            return ser(m), what
+        return go
+
+    def unknown_group():
+        """An unknown top-level field of the group wire type (3 .. 4) first: protobuf parsers skip it."""
+        group = bytes([0x9B, 0x06, 0x08, 0xAC, 0x02, 0x22, 0x03]) + b"abc" + bytes([0x9C, 0x06])
+        return group + data, "an unknown protobuf group field before the others (harmless)"
+
+    def second_graph():
+        blob = onnx.GraphProto(name="more").SerializeToString()
+        return data + b"\x3a" + varint(len(blob)) + blob, "a second graph field (protobuf merges it into the first)"
+
     nan, inf = float("nan"), float("inf")
     return {
+        "checksum_removed": no_checksum(False),
+        "checksum_removed_weight_changed": no_checksum(True),
+        "unknown_group": unknown_group,
+        "second_graph": second_graph,
         "raw_truncate": raw("truncate"), "raw_flip": raw("flip"), "raw_insert": raw("insert"),
         "raw_garbage": raw("garbage"),
         "init_nan": init_fn(one(nan), "one value NaN"),

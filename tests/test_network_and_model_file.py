@@ -87,6 +87,11 @@ def test_head_reset_keeps_known_rows():
 
 # --- hostile model files: one clean line, never other answers ---
 
+def checksummed(doc: dict, arrays: dict) -> dict:
+    from mimika.common.container import content_checksum
+    return {**doc, "checksum": content_checksum(doc, arrays)}
+
+
 def _npz_with(tmp_path, name, meta=None, arrays=None, raw_meta=None):
     """A model-file-shaped .npz with the given JSON document (or raw text) and arrays."""
     import io
@@ -126,18 +131,18 @@ def test_hostile_model_files_end_in_one_line(tmp_path, case, message):
     from mimika.network.config import MODEL_FORMAT
     model = create_model("seed", seed=0)
     meta, arrays = model.file_contents()
-    doc = {"format": MODEL_FORMAT, "format_version": 1, **meta}
-    if case == "nested":
+    doc = {"format": MODEL_FORMAT, "format_version": 2, **meta}  # the checksum is added below: a hostile file
+    if case == "nested":                                           # can carry a right one (it is not a signature)
         path = _npz_with(tmp_path, "m.npz", raw_meta="[" * 100000 + "]" * 100000)
     elif case == "wrong_types":
         doc["model"]["std"] = "wide"
-        path = _npz_with(tmp_path, "m.npz", doc, arrays)
+        path = _npz_with(tmp_path, "m.npz", checksummed(doc, arrays), arrays)
     elif case == "labels_not_list":
         doc["model"]["labels"] = {"a": 1}
-        path = _npz_with(tmp_path, "m.npz", doc, arrays)
+        path = _npz_with(tmp_path, "m.npz", checksummed(doc, arrays), arrays)
     elif case == "huge_crop":
         doc["model"]["crop"]["width"] = 10 ** 9
-        path = _npz_with(tmp_path, "m.npz", doc, arrays)
+        path = _npz_with(tmp_path, "m.npz", checksummed(doc, arrays), arrays)
     elif case == "absurd_shape":  # a valid archive whose entry header claims 10^12 floats for its 1 KB
         path = _npz_with(tmp_path, "m.npz", doc, arrays)
         header = "{'descr': '<f4', 'fortran_order': False, 'shape': (1000000000000,), }"
@@ -150,7 +155,7 @@ def test_hostile_model_files_end_in_one_line(tmp_path, case, message):
         np.savez(path, __meta__=np.array(json.dumps(doc)), evil=np.array([{"a": 1}], dtype=object))
     else:
         doc["format"] = "mimika-faces"
-        path = _npz_with(tmp_path, "m.npz", doc, arrays)
+        path = _npz_with(tmp_path, "m.npz", checksummed(doc, arrays), arrays)
     with pytest.raises(MimikaError, match=message) as e:
         Model.load(path)
     assert str(path) in str(e.value) and "\n" not in str(e.value)

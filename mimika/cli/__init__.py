@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 
 from ..common.choices import OUTPUT_FORMATS
+from ..common.container import allowing_unchecked
 from ..common.errors import NEEDS_TORCH, MimikaError
 from . import commands
 from .parser import build_parser
@@ -33,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
                          checkpoint_of(getattr(args, "checkpoint", None), getattr(args, "resume", None)))
             if code is not None:
                 return code
-        return getattr(commands, f"cmd_{args.command}")(args)
+        with allowing_unchecked(getattr(args, "allow_unchecked", False)):
+            return getattr(commands, f"cmd_{args.command}")(args)
     except MimikaError as e:
         print(f"mimika: error: {e}", file=sys.stderr)
         return 2

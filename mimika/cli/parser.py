@@ -18,6 +18,7 @@ from ..common.choices import (
     TTA_CHOICES,
     TTA_NAMES,
 )
+from ..common.container import UNCHECKED_ENV
 from ..common.errors import MimikaError
 
 TTA_HELP = ("test-time augmentation: the logits of several views of each face averaged (flip: the face and its "
@@ -66,9 +67,13 @@ def _shard(text: str):
 
 
 # shared groups of flags ----------------------------------------------------------------------
-def _command(sub, name: str, help: str, examples: list[str]) -> argparse.ArgumentParser:
-    return sub.add_parser(name, help=help, description=help, formatter_class=_Help,
-                          epilog="examples:\n" + "\n".join(f"  {e}" for e in examples))
+def _command(sub, name: str, help: str, examples: list[str], loads_models: bool = True) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help, description=help, formatter_class=_Help,
+                       epilog="examples:\n" + "\n".join(f"  {e}" for e in examples))
+    if loads_models:
+        p.add_argument("--allow-unchecked", action="store_true", help="load model files that carry no checksum "
+                       f"(older exports and format-1 .npz files), with a warning; as {UNCHECKED_ENV}=1")
+    return p
 
 
 def _add_train_options(p, only: list[str] | None = None, exclude: tuple = (), **defaults) -> None:
@@ -263,14 +268,16 @@ def _evaluate(sub) -> None:
 
 
 def _models(sub) -> None:
-    mo = _command(sub, "models", "list the shipped models", ["mimika models", "mimika models --verbose"])
+    mo = _command(sub, "models", "list the shipped models", ["mimika models", "mimika models --verbose"],
+                  loads_models=False)
     mo.add_argument("--verbose", action="store_true", help="also each model's file, and which ONNX Runtime "
                     "provider (CPU or CUDA) runs them")
 
 
 def _merge(sub) -> None:
     mg = _command(sub, "merge", "join the CSV, JSON Lines or JSON outputs of mimika predict jobs (--shard K/N)",
-                  ["mimika merge part-*.csv > all.csv", "mimika merge --sort part-*.jsonl --out all.jsonl"])
+                  ["mimika merge part-*.csv > all.csv", "mimika merge --sort part-*.jsonl --out all.jsonl"],
+                  loads_models=False)
     mg.add_argument("outputs", nargs="+", help="outputs of mimika predict: all CSV, all JSON Lines or all JSON")
     mg.add_argument("--sort", action="store_true", help="order by file and frame, as one run over the inputs would")
     mg.add_argument("--out", help="write here (atomically) instead of to standard output")

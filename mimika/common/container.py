@@ -4,18 +4,24 @@ files), readable by plain NumPy, with nothing in it that can execute code when l
 Layout: `__meta__` holds the JSON document: a format tag naming what the file is (a model file is
 "mimika-model", a cache of prepared faces "mimika-faces": one never passes as the other), the
 format version, the caller's fields, and the SHA-256 of all of them and of the arrays. Every other entry is a plain
-numeric array. Reading checks each entry's header against its size before allocating anything,
-and the checksum after, so a damaged or hostile file is refused with one line instead of being
-used to give other answers. Files are written atomically.
+numeric array. Reading checks each entry's header against its size, and the sizes the entries
+declare against the archive's own (a compressed entry may not inflate more than MAX_INFLATION
+times), before allocating anything, and the checksum after, so a damaged or hostile file is
+refused with one line instead of being used to give other answers. A file without a checksum
+(format version 1, or an ONNX export without one) is refused too unless the caller asks for it
+(`allow_unchecked=True`, $MIMIKA_ALLOW_UNCHECKED=1, the CLI's --allow-unchecked), and then a
+warning says it was loaded unchecked. Files are written atomically.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
 import tokenize
+import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -25,9 +31,13 @@ import numpy as np
 from ..common.errors import MimikaError
 from ..common.fileio import write_bytes
 
-FORMAT_VERSION = 2  # 2: document and arrays checksummed; 1 (no checksum) is still read
+FORMAT_VERSION = 2  # 2: document and arrays checksummed; 1 (no checksum) is read only when asked for
 MAX_META_BYTES = 16 << 20
 MAX_ENTRY_BYTES = 4 << 30
+MAX_INFLATION = 32  # deflated numbers inflate 1-3x (float weights) to ~20x (padded text); a zip bomb ~1000x
+INFLATION_SLACK = 16 << 20  # bytes all entries together may inflate beyond that (tiny, very regular arrays)
+READ_CHUNK = 16 << 20
+UNCHECKED_ENV = "MIMIKA_ALLOW_UNCHECKED"
 _NUMERIC_KINDS = "biufcU"  # bool, ints, floats, complex, fixed-width unicode (subject ids); never objects
 
 
@@ -42,6 +52,49 @@ def content_checksum(doc: dict, arrays: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
+class UncheckedFileWarning(UserWarning):
+    """A model file without a checksum was loaded, as the caller asked: its weights are unverified."""
+
+
+def unchecked_allowed(allow: bool | None = None) -> bool:
+    """Whether a file that carries no checksum may be loaded: `allow` when given, else
+    $MIMIKA_ALLOW_UNCHECKED (1 or 0; unset: no)."""
+    if allow is not None:
+        return bool(allow)
+    text = os.environ.get(UNCHECKED_ENV, "").strip().lower()
+    if text in ("", "0", "no", "false"):
+        return False
+    if text in ("1", "yes", "true"):
+        return True
+    raise MimikaError(f"{UNCHECKED_ENV}: expected 1 or 0, got {text!r}")
+
+
+@contextlib.contextmanager
+def allowing_unchecked(allow: bool = True):
+    """Within the block, with `allow`, files without a checksum load as $MIMIKA_ALLOW_UNCHECKED=1
+    makes them (the processes it starts inherit it): the CLI's --allow-unchecked."""
+    before = os.environ.get(UNCHECKED_ENV)
+    if allow:
+        os.environ[UNCHECKED_ENV] = "1"
+    try:
+        yield
+    finally:
+        if allow:
+            if before is None:
+                os.environ.pop(UNCHECKED_ENV, None)
+            else:
+                os.environ[UNCHECKED_ENV] = before
+
+
+def check_unchecked(path: str | os.PathLike, what: str, allow: bool | None = None) -> None:
+    """For a file that carries no checksum: refuse it in one line, unless the caller asked for it
+    by name (then warn that it was loaded unchecked)."""
+    if not unchecked_allowed(allow):
+        raise MimikaError(f"{path}: {what} without a checksum, so changed weights would go unnoticed: refused "
+                          f"(if you trust it, load it with --allow-unchecked, {UNCHECKED_ENV}=1 or allow_unchecked=True)")
+    warnings.warn(f"{path}: {what} without a checksum, loaded unchecked as asked", UncheckedFileWarning, stacklevel=3)
+
+
 def write_container(path: str | os.PathLike, kind: str, meta: dict, arrays: dict[str, np.ndarray]) -> Path:
     """Atomically write `meta` (JSON-ready) and `arrays` as a `kind` container."""
     doc = {"format": kind, "format_version": FORMAT_VERSION, **meta}
@@ -51,9 +104,10 @@ def write_container(path: str | os.PathLike, kind: str, meta: dict, arrays: dict
     return write_bytes(path, buf.getvalue())
 
 
-def read_container(path: str | os.PathLike, kind: str, what: str = "model file"
+def read_container(path: str | os.PathLike, kind: str, what: str = "model file", allow_unchecked: bool | None = None
                    ) -> tuple[dict, dict[str, np.ndarray]]:
-    """`(meta, arrays)` of a `kind` container; a MimikaError naming the file for anything else."""
+    """`(meta, arrays)` of a `kind` container; a MimikaError naming the file for anything else.
+    `allow_unchecked`: read a file without a checksum (None: $MIMIKA_ALLOW_UNCHECKED)."""
     path = Path(path)
     if not path.is_file():
         raise MimikaError(f"{path}: no such {what}")
@@ -63,6 +117,7 @@ def read_container(path: str | os.PathLike, kind: str, what: str = "model file"
                 raise MimikaError(f"{path}: not a mimika {what} (not an .npz archive)")
         with zipfile.ZipFile(path) as z:
             entries = {info.filename: info for info in z.infolist()}
+            _check_sizes(entries.values(), path.stat().st_size)
             if "__meta__.npy" not in entries:
                 raise MimikaError(f"{path}: not a mimika {what} (no __meta__ entry)")
             meta = json.loads(str(_read_entry(z, entries["__meta__.npy"], MAX_META_BYTES)))
@@ -83,9 +138,30 @@ def read_container(path: str | os.PathLike, kind: str, what: str = "model file"
         # RecursionError: JSON nested thousands deep; SyntaxError, TokenError: an unparsable .npy header
         raise MimikaError(f"{path}: not a mimika {what} or damaged ({type(e).__name__}: "
                           f"{str(e).splitlines()[0][:160] if str(e) else 'unreadable'})") from None
-    if version >= 2 and meta.get("checksum") != content_checksum(meta, arrays):
+    if version < 2:
+        check_unchecked(path, f"a {what} of format version {version}", allow_unchecked)
+    elif meta.get("checksum") != content_checksum(meta, arrays):
         raise MimikaError(f"{path}: damaged {what} (its contents do not match the checksum stored with them)")
     return meta, arrays
+
+
+def _check_sizes(entries, archive_bytes: int) -> None:
+    """The sizes the entries declare, against the archive's: a stored entry holds its bytes in the
+    archive; deflated ones inflate at most MAX_INFLATION-fold (plus INFLATION_SLACK in all), so a
+    small file cannot make the reader allocate gigabytes."""
+    beyond = 0
+    for info in entries:
+        if info.compress_size > archive_bytes:
+            raise ValueError(f"entry {info.filename} declares {info.compress_size} bytes in a {archive_bytes}-byte file")
+        if info.compress_type == zipfile.ZIP_STORED:
+            if info.file_size != info.compress_size:
+                raise ValueError(f"stored entry {info.filename} declares {info.file_size} bytes but holds "
+                                 f"{info.compress_size}")
+        else:
+            beyond += max(0, info.file_size - MAX_INFLATION * info.compress_size)
+        if beyond > INFLATION_SLACK:
+            raise ValueError(f"entry {info.filename} would inflate {info.compress_size} bytes to {info.file_size} "
+                             "(a decompression bomb, not numbers)")
 
 
 def _read_entry(z: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> np.ndarray:
@@ -105,8 +181,13 @@ def _read_entry(z: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> np.nda
         if count * dtype.itemsize != info.file_size - header:
             raise ValueError(f"entry {info.filename}: its header claims shape {shape} of {dtype}, "
                              f"which does not fit its {info.file_size - header} bytes")
-        data = f.read(count * dtype.itemsize)  # the zip layer checks the entry's CRC at its end
-        if len(data) != count * dtype.itemsize:
-            raise ValueError(f"entry {info.filename} is truncated")
-    array = np.frombuffer(data, dtype=dtype)
-    return (array.reshape(shape[::-1]).T if fortran else array.reshape(shape)).copy()
+        array = np.empty(count, dtype)  # filled in place: the entry is in memory once, not twice
+        data = memoryview(array.view(np.uint8))
+        done = 0
+        while done < len(data):  # the zip layer checks the entry's CRC at its end
+            part = f.read(min(READ_CHUNK, len(data) - done))
+            if not part:
+                raise ValueError(f"entry {info.filename} is truncated")
+            data[done:done + len(part)] = part
+            done += len(part)
+    return array.reshape(shape[::-1]).T.copy() if fortran else array.reshape(shape)

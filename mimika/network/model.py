@@ -40,12 +40,13 @@ class Model:
         return cls(ModelConfig(arch=arch, labels=labels, crop=crop), build_net(arch, len(labels)))
 
     @classmethod
-    def load(cls, name_or_path: str | os.PathLike | None = None) -> "Model":
-        """Rebuild a trained model from its file, or a shipped model by name."""
+    def load(cls, name_or_path: str | os.PathLike | None = None, allow_unchecked: bool | None = None) -> "Model":
+        """Rebuild a trained model from its file, or a shipped model by name. `allow_unchecked`: load
+        a file without a checksum (None: $MIMIKA_ALLOW_UNCHECKED)."""
         path = resolve_model_path(name_or_path, prefer=(".npz",))
         if path.suffix == ".onnx":
             raise MimikaError(f"{path}: an ONNX export holds no trainable weights; use the .npz model file")
-        meta, arrays = read_container(path, MODEL_FORMAT)
+        meta, arrays = read_container(path, MODEL_FORMAT, allow_unchecked=allow_unchecked)
         return cls.from_file_contents(path, meta, arrays)
 
     @classmethod

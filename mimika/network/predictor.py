@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..common.container import check_unchecked
 from ..common.errors import MimikaError, first_line
 from ..common.sessions import providers, session_options
 from .config import METADATA_KEY, ModelConfig, Predictor, resolve_model_path
@@ -32,8 +33,11 @@ MAX_MODEL_BYTES = 1 << 30
 
 def graph_bytes(model: bytes) -> bytes:
     """The serialized graph (field 7 of ONNX's ModelProto), found by walking the protobuf's top-level
-    fields; the checksum covers it and the config (in the metadata, field 14)."""
+    fields (every wire type, groups too, as the protobuf parser ONNX Runtime uses skips them); the
+    checksum covers it and the config (in the metadata, field 14). A second graph field would be
+    merged into the first by that parser, so it is refused: the checksum covers one."""
     pos, n = 0, len(model)
+    graph = None
 
     def varint() -> int:
         nonlocal pos
@@ -48,23 +52,49 @@ def graph_bytes(model: bytes) -> bytes:
             if b < 0x80:
                 return value
 
-    while pos < n:
-        key = varint()
-        field, wire = key >> 3, key & 7
+    def skip(wire: int) -> None:
+        nonlocal pos
         if wire == 0:
             varint()
         elif wire in (1, 5):
             pos += 8 if wire == 1 else 4
         elif wire == 2:
+            size = varint()  # read first: `pos += varint()` would add to the position before the length
+            pos += size
+        else:
+            raise ValueError(f"protobuf wire type {wire} where a field's value belongs")
+        if pos > n:
+            raise ValueError("truncated protobuf")
+
+    while pos < n:
+        key = varint()
+        field, wire = key >> 3, key & 7
+        if field == 7 and wire == 2:
             size = varint()
             if pos + size > n:
                 raise ValueError("truncated protobuf")
-            if field == 7:
-                return model[pos:pos + size]
+            if graph is not None:
+                raise ValueError("two graphs in one model")
+            graph = model[pos:pos + size]
             pos += size
+        elif wire == 3:  # a group: fields up to its end marker, groups nested in it included
+            open_groups = [field]
+            while open_groups:
+                if pos >= n:
+                    raise ValueError("truncated protobuf group")
+                inner = varint()
+                if inner & 7 == 3:
+                    open_groups.append(inner >> 3)
+                elif inner & 7 == 4:
+                    if inner >> 3 != open_groups.pop():
+                        raise ValueError("protobuf group ends with another field number")
+                else:
+                    skip(inner & 7)
         else:
-            raise ValueError(f"protobuf wire type {wire}")
-    raise ValueError("no graph in the file")
+            skip(wire)
+    if graph is None:
+        raise ValueError("no graph in the file")
+    return graph
 
 
 def model_checksum(model: bytes, config_json: str) -> str:
@@ -75,9 +105,11 @@ def model_checksum(model: bytes, config_json: str) -> str:
 
 class OnnxModel:
     """A model exported to ONNX: `predict_proba(crops)` like `mimika.model.Model`. `threads`: ONNX
-    Runtime's intra-op threads (None: one per core); `device`: see `providers`."""
+    Runtime's intra-op threads (None: one per core); `device`: see `providers`; `allow_unchecked`:
+    load a file without a checksum (None: $MIMIKA_ALLOW_UNCHECKED; see `common/container.py`)."""
 
-    def __init__(self, path: str | os.PathLike, threads: int | None = None, device: str = "auto"):
+    def __init__(self, path: str | os.PathLike, threads: int | None = None, device: str = "auto",
+                 allow_unchecked: bool | None = None):
         import onnxruntime as ort
 
         self.path, self.device = Path(path), device
@@ -98,9 +130,16 @@ class OnnxModel:
         except Exception as e:  # onnxruntime and json raise their own exception types for bad files
             raise MimikaError(f"{self.path}: not a readable ONNX model ({type(e).__name__}: "
                               f"{first_line(e)})") from None
-        if CHECKSUM_KEY in meta and meta[CHECKSUM_KEY] != model_checksum(data, meta[METADATA_KEY]):
-            raise MimikaError(f"{self.path}: damaged model file (its graph or config does not match the checksum "
-                              "stored with it)")
+        if CHECKSUM_KEY not in meta:
+            check_unchecked(self.path, "an ONNX model", allow_unchecked)
+        else:
+            try:
+                stored = model_checksum(data, meta[METADATA_KEY])
+            except ValueError as e:
+                raise MimikaError(f"{self.path}: not a readable ONNX model (protobuf: {e})") from None
+            if meta[CHECKSUM_KEY] != stored:
+                raise MimikaError(f"{self.path}: damaged model file (its graph or config does not match the "
+                                  "checksum stored with it)")
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
             raise MimikaError(f"{self.path}: the graph takes {len(inputs)} inputs, not one batch of faces")
@@ -142,15 +181,16 @@ def provider_summary() -> str:
 
 
 def load_predictor(name_or_path: str | os.PathLike | None = None, threads: int | None = None,
-                   device: str = "auto") -> Predictor:
+                   device: str = "auto", allow_unchecked: bool | None = None) -> Predictor:
     """A model ready to predict: an OnnxModel, or a PyTorch Model for a `.npz` training file (which
-    stays on the CPU: `network.model.predict_proba` runs one on a GPU)."""
+    stays on the CPU: `network.model.predict_proba` runs one on a GPU). `allow_unchecked`: load a
+    file without a checksum (None: $MIMIKA_ALLOW_UNCHECKED)."""
     path = resolve_model_path(name_or_path, prefer=(".onnx", ".npz"))
     if path.suffix == ".onnx":
-        return OnnxModel(path, threads, device)
+        return OnnxModel(path, threads, device, allow_unchecked)
     try:
         from .model import Model
     except ImportError:
         raise MimikaError(f"{path}: a training model file needs PyTorch (pip install 'mimika[train]'), "
                           "or export it once with `mimika export` and use the .onnx") from None
-    return Model.load(path)
+    return Model.load(path, allow_unchecked)
