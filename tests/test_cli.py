@@ -239,3 +239,70 @@ def test_init_with_another_architecture_or_margin_is_one_line_before_the_data_is
         for command in (["train", "--out", str(tmp_path / "m.npz")], ["crossval", "--out-dir", str(tmp_path / "cv")]):
             err = _one_line(capsys, main([*command, "--data", str(tmp_path / "none"), "--init", init, flag, value]))
             assert f"{flag} {value} differs" in err, err
+
+
+def _files(root) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def test_annotated_copies_stay_in_their_folder_whatever_the_inputs(astronaut_path, tmp_path, capsys, monkeypatch):
+    """`..`, absolute paths, symbolic links and "-": every copy is planned below the --annotate
+    folder, never over an input, never out of the folder (#29)."""
+    photos = tmp_path / "photos"
+    (photos / "work").mkdir(parents=True)
+    shutil.copy(astronaut_path, photos / "p.jpg")
+    original = (photos / "p.jpg").read_bytes()
+    monkeypatch.chdir(photos / "work")
+    # the input folder `..` is named by what it is (photos), so its copies go below the folder given
+    assert main(["predict", "..", "--annotate", "../annotated"]) == 0
+    assert (photos / "p.jpg").read_bytes() == original
+    assert _files(photos) == ["annotated/photos/p.jpg", "p.jpg"]
+    shutil.rmtree(photos / "annotated")
+    assert main(["predict", "..", "--annotate", "annotated"]) == 0
+    assert _files(photos) == ["p.jpg", "work/annotated/photos/p.jpg"]
+    assert "annotated copies written below annotated/" in capsys.readouterr().err
+    shutil.rmtree(photos / "work" / "annotated")
+
+    # a folder whose copies would land on the inputs themselves: one line before any work
+    monkeypatch.chdir(tmp_path)
+    err = _one_line(capsys, main(["predict", "photos", "--annotate", "."]))
+    assert "would overwrite the input" in err and "photos/p.jpg" in err
+    err = _one_line(capsys, main(["predict", str(photos / "p.jpg"), str(photos), "--annotate", str(photos.parent)]))
+    assert "would overwrite the input" in err  # one input's copy over another input
+    assert (photos / "p.jpg").read_bytes() == original and _files(photos) == ["p.jpg"]
+    # a symbolic link inside the folder leading out of it
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "photos").symlink_to(tmp_path / "elsewhere")
+    err = _one_line(capsys, main(["predict", "photos", "--annotate", "out"]))
+    assert "outside out" in err and "symbolic link" in err and _files(tmp_path / "elsewhere") == []
+
+    # absolute paths and standard input
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(original)))
+    assert main(["predict", str(photos.resolve() / "p.jpg"), "-", "--annotate", "abs"]) == 0
+    assert _files(tmp_path / "abs") == ["p.jpg", "stdin.png"]
+
+
+def test_a_planned_name_is_normalised_into_the_folder(tmp_path):
+    """A Source named with `..` or as an absolute path (from Python) still lands below the folder."""
+    from pathlib import Path
+
+    from mimika.recognition.annotate import plan_copies
+    from mimika.recognition.recognizer import Source
+    sources = [Source("a.jpg", Path("../../a.jpg")), Source("b.jpg", Path("/etc/b.jpg")), Source("c", Path("..")),
+               Source("a.jpg", Path("a.jpg")), Source("v.avi", Path("./x/../v.avi"), video=True)]
+    targets = plan_copies(sources, tmp_path / "out").targets
+    assert [str(t.relative_to(tmp_path / "out")) for t in targets] == ["a.jpg", "etc/b.jpg", "image.png", "a-2.jpg",
+                                                                       "v.mp4"]
+
+
+def test_a_failed_annotated_copy_is_in_the_csv_row_too(astronaut_path, tmp_path, capsys):
+    out = tmp_path / "out"
+    (out / "astronaut.jpg").mkdir(parents=True)  # a folder where the copy should go: the write fails
+    twice = [str(astronaut_path)] * 2  # the second copy (astronaut-2.jpg) is written
+    assert main(["predict", *twice, "--csv", "--annotate", str(out)]) == 0
+    row, other = csv.DictReader(io.StringIO(capsys.readouterr().out))
+    assert row["face"] == "1" and row["label"] and f"{out / 'astronaut.jpg'}: cannot write" in row["error"]
+    assert other["error"] == "" and (out / "astronaut-2.jpg").is_file()
+    assert main(["predict", *twice, "--json", "--annotate", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["error"] == row["error"]

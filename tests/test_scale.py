@@ -298,3 +298,133 @@ def test_devices_cpu_everywhere_and_cuda_refused_in_one_line(astronaut_path, tmp
     assert main(["export", "seed", str(tmp_path / "s.onnx"), "--device", "cpu"]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert "CPUExecutionProvider" in line and float(line.rsplit(" ", 1)[1]) < 1e-5
+
+
+# -- workers that collide, die, stall or are interrupted (#29) ---------------------------------------
+MARK = 7  # the gray level of the one image a Sabotage detector acts on
+
+
+class Sabotage:
+    """A detector that kills ("kill") or stalls ("stall") the worker process that meets the marked
+    image (a plain gray image of level MARK), as a decoder's crash or hang would; everything else
+    goes to the Haar detector. In the test's own process it refuses to act."""
+
+    takes_color = False
+
+    def __init__(self, action: str):
+        from mimika.prepare.detection import get_detector
+        self.action, self.inner = action, get_detector("haar")
+
+    def detect(self, image):
+        import multiprocessing
+        if image.ndim == 2 and image.min() == image.max() == MARK:
+            assert multiprocessing.parent_process() is not None, "only a worker process is sabotaged"
+            if self.action == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            time.sleep(600)
+        return self.inner.detect(image)
+
+
+def sabotage_folder(root: Path, astronaut_bgr, n_good: int, marked_at: int) -> list[Path]:
+    root.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n_good + 1):
+        paths.append(root / f"p{i:02d}.png")
+        image = np.full((96, 96, 3), MARK, np.uint8) if i == marked_at else np.roll(astronaut_bgr, 5 * i, axis=1)
+        cv2.imwrite(str(paths[-1]), image)
+    return paths
+
+
+def test_a_worker_that_dies_fails_only_the_input_that_kills_it(astronaut_bgr, tmp_path):
+    """The marked image kills every worker that reads it; the six good images of its task (one task
+    of seven) are retried alone in fresh workers and come back with their faces."""
+    from mimika.recognition.parallel import predict
+    from mimika.recognition.recognizer import Recognizer
+    paths = sabotage_folder(tmp_path / "in", astronaut_bgr, n_good=6, marked_at=3)
+    results = list(predict(Recognizer("seed", detector=Sabotage("kill")), paths, workers=2, chunk=7,
+                           annotate=tmp_path / "out"))
+    assert [r.file for r in results] == [str(p) for p in paths]
+    assert [r.file for r in results if r.error] == [str(paths[3])]
+    assert "the worker process reading it died" in results[3].error
+    assert all(len(r.faces) == 1 for i, r in enumerate(results) if i != 3)
+    assert _written(tmp_path / "out") == [f"p{i:02d}.png" for i in range(7) if i != 3]  # no temporaries left
+
+
+def _written(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def test_workers_keep_every_annotated_copy_whose_names_collide(astronaut_path, astronaut_bgr, tmp_path, capsys):
+    """in/a.png and in/a.gif: a.png and a-2.png, with one process and with two (names are planned
+    once, before the work is split)."""
+    from PIL import Image
+    (tmp_path / "in").mkdir()
+    cv2.imwrite(str(tmp_path / "in" / "a.png"), astronaut_bgr)
+    Image.open(astronaut_path).save(tmp_path / "in" / "a.gif")
+    for out, workers in (("one", "1"), ("two", "2")):
+        assert main(["predict", str(tmp_path / "in"), "--csv", "--workers", workers,
+                     "--annotate", str(tmp_path / out)]) == 0
+        assert _written(tmp_path / out) == ["in/a-2.png", "in/a.png"], workers
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(d.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    return out
+
+
+def test_ctrl_c_with_workers_stops_at_once(astronaut_bgr, tmp_path):
+    """Ctrl-C while a worker is stuck in a task (here for 600 s): the run ends with KeyboardInterrupt
+    without waiting for it, and its worker processes are gone."""
+    import select
+    paths = sabotage_folder(tmp_path / "in", astronaut_bgr, n_good=3, marked_at=1)
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from test_scale import Sabotage\n"
+        "from mimika.recognition.parallel import predict\n"
+        "from mimika.recognition.recognizer import Recognizer\n"
+        "if __name__ == '__main__':\n"
+        "    for r in predict(Recognizer('seed', detector=Sabotage('stall')), sys.argv[1:], workers=2, chunk=1):\n"
+        "        print(r.file, flush=True)\n")
+    run = subprocess.Popen([PYTHON, str(script), *map(str, paths)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True, start_new_session=True)
+    try:
+        ready, _, _ = select.select([run.stdout], [], [], 180)
+        assert ready and run.stdout.readline().strip() == str(paths[0]), run.stderr.read() if run.poll() else ""
+        workers = _children(run.pid)
+        assert workers
+        os.kill(run.pid, signal.SIGINT)
+        _, stderr = run.communicate(timeout=60)  # far less than the stalled task's 600 s
+        assert "KeyboardInterrupt" in stderr
+        deadline = time.monotonic() + 60
+        while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+
+
+@pytest.mark.parametrize("name, text, problem", [
+    ("frame.csv", "file,frame\nb.jpg,3\na.jpg,x\n", "a.jpg: frame 'x' is not a whole number"),
+    ("list.json", "[1, 2]\n", "record 1 is not an object"),
+    ("frame.json", '[{"file": "a.jpg", "frame": "two"}]', "a.jpg: frame 'two' is not a whole number"),
+    ("file.jsonl", '{"file": 3}\n', "record 1: its file is not a name"),
+    ("short.csv", "file,face\na.jpg,1\n", "no frame column"),
+    ("ragged.csv", "file,frame,face\na.jpg\n", "row 2 has 1 of 3 columns"),
+])
+def test_merge_sort_refuses_records_it_cannot_order_in_one_line(tmp_path, capsys, name, text, problem):
+    (tmp_path / name).write_text(text)
+    assert main(["merge", "--sort", str(tmp_path / name)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert f"{tmp_path / name}: " in err and problem in err, err

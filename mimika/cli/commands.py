@@ -77,12 +77,25 @@ def cmd_predict(args) -> int:
         _log(f"shard {args.shard[0]}/{args.shard[1]}: {len(sources)} of {total} inputs")
     writer = ResultWriter(next((f for f in OUTPUT_FORMATS if getattr(args, f)), TABLE), recognizer.model.labels)
     outcome = BatchOutcome()
+    closed = None  # standard output closed by its reader (`| head`): the side outputs asked for are still made
+
+    def show(write, *what) -> None:
+        nonlocal closed
+        if closed is None:
+            try:
+                write(*what)
+            except BrokenPipeError as e:
+                if not (timeline or args.annotate):
+                    raise
+                closed = e
+
     for res in predict(recognizer, sources, args.workers, every=args.every, annotate=args.annotate,
                        smoothing=args.smooth, draw_landmarks=args.landmarks):
-        writer.write(outcome.add(res))
+        outcome.add(res)
         if timeline:
             timeline.add(res)
-    writer.close()
+        show(writer.write, res)
+    show(writer.close)
     if outcome.failed:
         _log(f"mimika: {len(outcome.failed)} of {len(sources)} input(s) could not be read" + ":" * (not args.verbose))
         for r in outcome.failed:
@@ -92,6 +105,8 @@ def cmd_predict(args) -> int:
     if timeline:
         for path in timeline.save():
             _log(f"timeline written to {path}")
+    if closed is not None:
+        raise closed  # ends as a closed pipe does, now that everything else is written
     return 1 if outcome.nothing_done else 0
 
 

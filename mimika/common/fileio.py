@@ -61,27 +61,50 @@ def write_error(path: Path, e: OSError) -> MimikaError:
     return MimikaError(f"{path}: cannot write ({why}){kept}")
 
 
+class PendingFile:
+    """A temporary file beside `path` (same suffix) for an output written over time (a video, frame
+    by frame): `commit` puts it in place once it is whole, `discard` removes it, so an output that
+    was never finished never appears as if it were."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(self.path)
+            fd, tmp = tempfile.mkstemp(prefix=f"{_temp_prefix(self.path)}{os.getpid()}.", suffix=self.path.suffix,
+                                       dir=self.path.parent)
+            os.close(fd)
+        except OSError as e:
+            raise write_error(self.path, e) from None
+        self.tmp = Path(tmp)
+
+    def commit(self) -> Path:
+        try:
+            os.chmod(self.tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
+            os.replace(self.tmp, self.path)
+        except OSError as e:
+            raise write_error(self.path, e) from None
+        finally:
+            self.discard()
+        return self.path
+
+    def discard(self) -> None:
+        self.tmp.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary path beside `path` (same suffix) for a writer that takes a file name; renamed
     to `path` when the block ends without error, removed otherwise."""
-    path = Path(path)
+    pending = PendingFile(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(path)
-        fd, tmp = tempfile.mkstemp(prefix=f"{_temp_prefix(path)}{os.getpid()}.", suffix=path.suffix,
-                                   dir=path.parent)
-        os.close(fd)
-    except OSError as e:
-        raise write_error(path, e) from None
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
-        os.replace(tmp, path)
-    except OSError as e:
-        raise write_error(path, e) from None
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+        yield pending.tmp
+    except BaseException as e:
+        pending.discard()
+        if isinstance(e, OSError):
+            raise write_error(pending.path, e) from None
+        raise
+    pending.commit()
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -1,22 +1,26 @@
 """Annotated copies of images and videos: each face's box and its most likely emotion drawn on it.
 
-`Annotator` names the copies after the inputs' paths below the folders they were found in, so
-two inputs never write the same file; an image keeps its format where OpenCV can write it
-(JPEG in, JPEG out), and videos become MPEG-4.
+`plan_copies` names the copies of a run's inputs once, before any work (and before the work is
+split between worker processes): each after its input's path below the folder it was found in,
+normalised into the --annotate folder, so two inputs never write the same file, no copy lands
+outside the folder (`..`, an absolute name, a symbolic link) and none overwrites an input. An
+image keeps its format where OpenCV can write it (JPEG in, JPEG out); videos become MPEG-4, put in
+place only once every frame is in (`VideoCopy`).
 """
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import os
+import posixpath
 from pathlib import Path
-from typing import Iterator
+from typing import Sequence
 
 import cv2
 import numpy as np
 
 from ..common.errors import MimikaError
-from ..common.fileio import atomic_path, check_writable_dir, write_bytes
+from ..common.fileio import PendingFile, check_writable_dir, write_bytes
 from ..prepare.images import read_color
 from .results import Face, ImageResult
 
@@ -75,63 +79,96 @@ def write_image(path: str | os.PathLike, bgr: np.ndarray) -> Path:
     return write_bytes(path, buf.tobytes())
 
 
-@contextlib.contextmanager
-def video_writer(path: str | os.PathLike, fps: float, size: tuple[int, int]) -> Iterator[cv2.VideoWriter]:
-    """An annotated-video writer (MPEG-4) whose file appears only once complete."""
-    with atomic_path(path) as tmp:
-        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), max(fps, 1.0), size)
-        if not writer.isOpened():
-            raise MimikaError(f"{path}: cannot write a video here")
+@dataclasses.dataclass(frozen=True)
+class Copies:
+    """Where the annotated copy of each input of a run goes (`targets`, in input order, as
+    `plan_copies` named them); `part` gives a worker the targets of its task."""
+
+    targets: tuple[Path, ...]
+
+    def part(self, start: int, stop: int) -> Copies:
+        return dataclasses.replace(self, targets=self.targets[start:stop])
+
+
+def _name_below(name: Path) -> Path:
+    """An input's name as a relative path with no "." or "..": what the copy is called below the folder."""
+    parts = [p for p in posixpath.normpath(name.as_posix()).split("/") if p not in ("", ".", "..")]
+    return Path(*parts) if parts else Path("image")
+
+
+def plan_copies(sources: Sequence, folder: str | os.PathLike) -> Copies:
+    """Name the copies of `sources` (`recognizer.Source`s) below `folder`: unique (a second `a.png`,
+    or an `a.gif` beside it, becomes `a-2.png`), and refused in one line, before any work, where a
+    copy would overwrite an input or leave the folder through a symbolic link."""
+    folder = check_writable_dir(folder, "--annotate folder")
+    root = folder.resolve()
+    inputs = {Path(s.path).resolve(): s.path for s in sources if s.path != "-"}
+    used: set[Path] = set()
+    targets = []
+    for source in sources:
+        name = _name_below(source.name)
+        suffix = ".mp4" if source.video else (name.suffix.lower() if name.suffix.lower() in WRITABLE_SUFFIXES
+                                              else ".png")
+        out, k = folder / name.with_suffix(suffix), 2
+        while (real := out.resolve()) in used:
+            out, k = folder / name.with_name(f"{name.stem}-{k}{suffix}"), k + 1
+        if not real.is_relative_to(root):
+            raise MimikaError(f"{folder}: the annotated copy of {source.path} would be written to {real}, outside "
+                              f"{folder} (through a symbolic link); choose another --annotate folder")
+        if real in inputs:
+            raise MimikaError(f"{folder}: the annotated copy of {source.path} would overwrite the input "
+                              f"{inputs[real]}; choose an --annotate folder apart from the inputs")
+        used.add(real)
+        targets.append(out)
+    return Copies(tuple(targets))
+
+
+def annotate_image(path: str, target: Path, result: ImageResult, landmarks: bool = False) -> ImageResult:
+    """Write the annotated copy of an image read from `path`; a failed write becomes the result's error."""
+    if result.error is None:
         try:
-            yield writer
-        finally:
-            writer.release()
+            write_image(target, draw_faces(path, result.faces, landmarks=landmarks))
+        except MimikaError as err:
+            result.error = str(err)
+    return result
 
 
-class Annotator:
-    """Writes the annotated copy of each result below `out_dir`, named after its input."""
+class VideoCopy:
+    """The annotated copy of a video, written frame by frame (`add`) into a temporary file that
+    `commit` puts in place once every frame is in; a run stopped part-way `discard`s it, so no
+    video appears as if complete."""
 
-    def __init__(self, out_dir: str | os.PathLike, every: int = 1, landmarks: bool = False):
-        self.out_dir = check_writable_dir(out_dir, "--annotate folder")
-        self.every, self.landmarks = every, landmarks
-        self.used: set[Path] = set()
-        self._video: contextlib.ExitStack | None = None
-        self._writer = None
+    def __init__(self, path: str, target: Path, every: int = 1, landmarks: bool = False):
+        self.path, self.target, self.every, self.landmarks = path, target, every, landmarks
+        self._file: PendingFile | None = None
+        self._writer: cv2.VideoWriter | None = None
 
-    def target(self, name: Path, video: bool) -> Path:
-        """A unique output path mirroring `name` (the input's path below its folder)."""
-        suffix = ".mp4" if video else (name.suffix.lower() if name.suffix.lower() in WRITABLE_SUFFIXES else ".png")
-        out = self.out_dir / name.with_suffix(suffix)
-        k = 2
-        while out in self.used:
-            out = self.out_dir / name.with_name(f"{name.stem}-{k}{suffix}")
-            k += 1
-        self.used.add(out)
-        return out
-
-    def image(self, source, result: ImageResult) -> ImageResult:
-        if result.error is None:
-            try:
-                write_image(self.target(source.name, False), draw_faces(source.path, result.faces,
-                                                                        landmarks=self.landmarks))
-            except MimikaError as err:
-                result.error = str(err)
-        return result
-
-    def frame(self, source, result: ImageResult) -> ImageResult:
+    def add(self, result: ImageResult) -> ImageResult:
         frame, result.image = result.image, None
         if frame is None:
             return result
         canvas = draw_faces(frame, result.faces, color="bgr", landmarks=self.landmarks)
         if self._writer is None:
             from ..prepare.video import video_fps
-            self._video = contextlib.ExitStack()
-            self._writer = self._video.enter_context(video_writer(
-                self.target(source.name, True), video_fps(source.path) / self.every, canvas.shape[1::-1]))
+            fps = video_fps(self.path) / self.every
+            self._file = PendingFile(self.target)
+            self._writer = cv2.VideoWriter(str(self._file.tmp), cv2.VideoWriter_fourcc(*"mp4v"), max(fps, 1.0),
+                                           canvas.shape[1::-1])
+            if not self._writer.isOpened():
+                self.discard()
+                raise MimikaError(f"{self.target}: cannot write a video here")
         self._writer.write(canvas)
         return result
 
-    def close_video(self) -> None:
-        if self._video is not None:
-            video, self._video, self._writer = self._video, None, None
-            video.close()
+    def commit(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer, file, self._file = None, self._file, None
+            file.commit()
+
+    def discard(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+        if self._file is not None:
+            self._file.discard()
+        self._writer = self._file = None

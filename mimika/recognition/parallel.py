@@ -5,7 +5,9 @@ recognizer once (sent to it pickled, with every ONNX Runtime session rebuilt in 
 cores // N threads, and OpenCV's threads set alike, so N x threads = cores), takes tasks of a few
 consecutive images (a video is one task), and the results come back in input order with at most
 2 x N tasks in flight, so memory stays bounded however many files. A worker that dies (a crash in
-a decoder) costs only the task it was on: its inputs get an error, the others are retried.
+a decoder) costs only the input it was on: the tasks in flight are run again, alone, and a task
+that kills a worker again has its inputs run one by one. Annotated copies are named once, here,
+before the work is split (`annotate.plan_copies`); Ctrl-C kills the workers instead of waiting.
 
 `shard(sources, k, n)` keeps the inputs of shard k of n: a stable hash of each input's name (its
 path below the folder given, with that folder's name) picks its shard, so N jobs on N machines,
@@ -143,89 +145,151 @@ def worker_threads(workers: int) -> int:
 def predict(recognizer: Recognizer, sources: Iterable[str | os.PathLike | Source], workers: int = 1,
             chunk: int | None = None, **options) -> Iterator[ImageResult]:
     """`recognizer.predict(sources, **options)` in `workers` processes: the same results, in input
-    order (`options`: every, annotate, ... as Recognizer.predict takes them)."""
+    order (`options`: every, annotate, ... as Recognizer.predict takes them). The annotated copies
+    are named here, once, and each task takes its part of the plan. Stopped early (Ctrl-C, a
+    consumer that stops reading), the workers are killed at once, not waited for."""
+    from .annotate import Copies, plan_copies
     items = [x for s in sources for x in ([s] if isinstance(s, Source) else expand_inputs([s]))]
     if workers <= 1 or len(items) <= 1:  # one input: nothing to share
         yield from recognizer.predict(items, **options)
         return
     if any(s.path == "-" for s in items):
         raise MimikaError("standard input (-) is read by one process: leave out --workers")
+    annotate = options.pop("annotate", None)
+    copies = annotate if isinstance(annotate, Copies) else plan_copies(items, annotate) if annotate else None
     n_images = sum(not s.video for s in items)
     chunk = chunk or max(1, min(MAX_CHUNK, n_images // (4 * workers)))
-    payload = _dumps(recognizer)
+    pool = _Pool(workers, _dumps(recognizer), options)
     todo = _tasks(items, chunk)
-    pool = _Pool(workers, payload)
-    pending: deque = deque()
+    pending: deque = deque()  # (task, its copies, its future), in input order
+    start = 0
 
     def fill():
+        nonlocal start
         while len(pending) < 2 * workers:
             task = next(todo, None)
             if task is None:
                 return
-            pending.append((task, pool.submit(task, options)))
+            part = copies and copies.part(start, start + len(task))
+            start += len(task)
+            pending.append((task, part, pool.submit(task, part)))
 
+    stopped = True
     try:
         fill()
         while pending:
-            task, future = pending[0]
+            task, _, future = pending[0]
             try:
-                results = future.result()
+                results = pool.result(task, future)
             except pool.Broken:
-                # a worker died: retry the tasks in flight one at a time; the one that kills a worker
-                # alone is reported, the others go on
-                suspects = [t for t, _ in pending]
+                # a worker died: the pool is gone with every task in flight. Each is run again alone in
+                # a fresh pool; one that kills a worker again has its inputs run one by one, so only
+                # the input that kills a worker is reported and the rest of its task goes on
+                suspects = list(pending)
                 pending.clear()
-                for t in suspects:
-                    pool.restart()
-                    try:
-                        results = pool.submit(t, options).result()
-                    except pool.Broken:
-                        results = [ImageResult(s.path, error=f"{s.path}: the worker process reading it died "
-                                               "(a crash in a decoder?)") for s in t]
-                    yield from results
-                pool.restart()
+                pool.discard()
+                for t, p, _ in suspects:
+                    yield from pool.alone(t, p)
                 fill()
                 continue
-            except Exception as e:  # an unexpected error in the worker: its inputs get it, the rest go on
-                results = [ImageResult(s.path, error=f"{s.path}: {type(e).__name__}: {e}") for s in task]
             pending.popleft()
             fill()
             yield from results
+        stopped = False
     finally:
-        pool.close()
+        if stopped:  # Ctrl-C, or the consumer stopped reading: what runs is no longer wanted
+            pool.kill()
+        else:
+            pool.close()
 
 
 class _Pool:
-    """A spawn-started process pool (no fork of a process holding ONNX Runtime and OpenCV threads)."""
+    """A spawn-started process pool (no fork of a process holding ONNX Runtime and OpenCV threads),
+    started when first asked for, started afresh after a worker died; it keeps the annotated copies
+    of the tasks in flight so that what a dead worker left half-written is removed."""
 
-    def __init__(self, workers: int, payload: bytes):
+    def __init__(self, workers: int, payload: bytes, options: dict):
         from concurrent.futures.process import BrokenProcessPool
         self.Broken = BrokenProcessPool
-        self.workers, self.payload = workers, payload
+        self.workers, self.payload, self.options = workers, payload, options
         self.executor = None
-        self.restart()
+        self.in_flight: dict = {}  # future: the task's Copies (or None)
 
-    def restart(self) -> None:
+    def _start(self) -> None:
         """A fresh pool, checked to start: a worker that cannot even start is one error, not one per task."""
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
-        if self.executor is not None:
-            self.executor.shutdown(wait=True, cancel_futures=True)
         self.executor = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
                                             initializer=_start_worker,
                                             initargs=(self.payload, worker_threads(self.workers)))
         try:
             self.executor.submit(_ready).result()
         except Exception as e:
-            self.executor.shutdown(wait=False, cancel_futures=True)
+            self.kill()
             raise MimikaError(f"the worker processes could not start ({type(e).__name__}: {e}); "
                               "run with one worker to see why") from None
 
-    def submit(self, task: list[Source], options: dict):
-        return self.executor.submit(_run_task, task, options)
+    def submit(self, task: list[Source], copies):
+        if self.executor is None:
+            self._start()
+        future = self.executor.submit(_run_task, task, {**self.options, "annotate": copies})
+        self.in_flight[future] = copies
+        return future
+
+    def result(self, task: list[Source], future) -> list[ImageResult]:
+        """The task's results; an unexpected error in the worker goes to its inputs (the rest go on).
+        A dead worker raises `Broken`, the task kept in flight for `discard` to clean up after."""
+        try:
+            results = future.result()
+        except self.Broken:
+            raise
+        except Exception as e:
+            results = [ImageResult(s.path, error=f"{s.path}: {type(e).__name__}: {e}") for s in task]
+        del self.in_flight[future]
+        return results
+
+    def alone(self, task: list[Source], copies) -> list[ImageResult]:
+        """A task run by itself in a fresh worker; if it kills that one too, each of its inputs alone."""
+        try:
+            return self.result(task, self.submit(task, copies))
+        except self.Broken:
+            self.discard()
+        if len(task) == 1:
+            return [ImageResult(task[0].path, error=f"{task[0].path}: the worker process reading it died "
+                                "(a crash in a decoder?)")]
+        return [r for i, s in enumerate(task) for r in self.alone([s], copies and copies.part(i, i + 1))]
+
+    def discard(self) -> None:
+        """After a worker died: the pool is shut (every worker joined) and the files it left are removed."""
+        if self.executor is not None:
+            self.executor.shutdown(wait=True, cancel_futures=True)
+            self.executor = None
+        self._remove_leftovers()
+
+    def kill(self) -> None:
+        """Stop now: the workers are killed (a task may take minutes), then what they left is removed."""
+        if self.executor is not None:
+            executor, self.executor = self.executor, None
+            # (Python 3.14 names this kill_workers(); before, the processes are the executor's own)
+            processes = list((getattr(executor, "_processes", None) or {}).values())
+            for process in processes:
+                process.kill()
+            executor.shutdown(wait=False, cancel_futures=True)
+            for process in processes:
+                process.join(timeout=30)
+        self._remove_leftovers()
 
     def close(self) -> None:
-        self.executor.shutdown(wait=True, cancel_futures=True)
+        if self.executor is not None:
+            self.executor.shutdown(wait=True, cancel_futures=True)
+            self.executor = None
+
+    def _remove_leftovers(self) -> None:
+        from ..common.fileio import remove_stale_temporaries
+        for copies in self.in_flight.values():
+            for target in (copies.targets if copies else ()):
+                remove_stale_temporaries(target)
+        self.in_flight.clear()
 
 
 # -- joining the outputs of shards -------------------------------------------------------------
@@ -240,15 +304,60 @@ def _kind(path: str, text: str) -> str:
     raise MimikaError(f"{path}: not the CSV, JSON Lines or JSON output of mimika predict")
 
 
-def _order(record: dict) -> tuple:
-    frame = record.get("frame")
-    return Path(record.get("file") or "").parts, -1 if frame in (None, "") else int(frame)
+def _order(path: str, where: str, file, frame) -> tuple:
+    """The sort key of a record (its file's path parts, its frame or -1), or one line saying why a
+    record cannot be placed."""
+    if not isinstance(file, str):
+        raise MimikaError(f"{path}: {where}: its file is not a name ({file!r}); not the output of mimika predict")
+    try:
+        if frame in (None, ""):
+            return Path(file).parts, -1
+        if isinstance(frame, (int, str)) and not isinstance(frame, bool):
+            return Path(file).parts, int(frame)
+    except ValueError:
+        pass
+    raise MimikaError(f"{path}: {where}: {file}: frame {frame!r} is not a whole number, so it cannot be sorted")
+
+
+def _csv_rows(path: str, text: str, sort: bool) -> tuple[list[str], list[tuple[tuple, list[str]]]]:
+    """A CSV output's header and rows (blank lines skipped), each row checked to be whole and, with
+    `sort`, given its sort key."""
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader)
+    missing = [name for name in ("file", "frame") if name not in header]
+    if sort and missing:
+        raise MimikaError(f"{path}: no {' or '.join(missing)} column, so its rows cannot be sorted")
+    file, frame = (header.index("file"), header.index("frame")) if sort else (0, 0)
+    rows = []
+    for row in reader:
+        if not row:
+            continue
+        if len(row) != len(header):
+            raise MimikaError(f"{path}: row {reader.line_num} has {len(row)} of {len(header)} columns; "
+                              "was its job cut short?")
+        rows.append((_order(path, f"row {reader.line_num}", row[file], row[frame]) if sort else (), row))
+    return header, rows
+
+
+def _records(path: str, text: str, kind: str) -> list[dict]:
+    """The objects of a JSON or JSON Lines output, each checked to be one."""
+    try:
+        records = json.loads(text) if kind == "json" else [json.loads(line) for line in text.splitlines()
+                                                           if line.strip()]
+    except json.JSONDecodeError as e:
+        raise MimikaError(f"{path}: not whole JSON ({e}); was its job cut short?") from None
+    for n, record in enumerate(records, 1):
+        if not isinstance(record, dict):
+            raise MimikaError(f"{path}: record {n} is not an object ({json.dumps(record)[:40]}); "
+                              "not the output of mimika predict")
+    return records
 
 
 def merge(paths: list[str | os.PathLike], out: TextIO, sort: bool = False) -> int:
     """Join the outputs of `mimika predict` jobs (all CSV, all JSON Lines or all JSON) into `out`:
     one CSV header, JSON lists joined into one. `sort`: order by file and frame, as one run over a
-    folder orders them (faces of a file keep their order). Returns the number of records."""
+    folder orders them (faces of a file keep their order). Returns the number of records. A file
+    that is not such an output, or a record that cannot be sorted, is one line naming the file."""
     texts = []
     for p in paths:
         try:
@@ -261,29 +370,27 @@ def merge(paths: list[str | os.PathLike], out: TextIO, sort: bool = False) -> in
         raise MimikaError("the outputs mix formats (" + ", ".join(f"{p}: {k}" for p, k in kinds.items()) + ")")
     kind = next(iter(kinds.values()), "jsonl")
     if kind == "csv":
-        header, rows = None, []
+        header, keyed = None, []
         for p, t in texts:
-            reader = csv.reader(io.StringIO(t))
-            h = next(reader)
+            h, rows = _csv_rows(p, t, sort)
             if header is not None and h != header:
                 raise MimikaError(f"{p}: its CSV columns differ from {texts[0][0]}'s (another model's labels?)")
             header = h
-            rows.extend(reader)
+            keyed += rows
         if sort:
-            col = {name: i for i, name in enumerate(header)}
-            rows.sort(key=lambda r: _order({"file": r[col["file"]], "frame": r[col["frame"]]}))
+            keyed.sort(key=lambda kr: kr[0])  # stable: the faces of a file keep their order
         w = csv.writer(out, lineterminator="\n")
         w.writerow(header)
-        w.writerows(rows)
-        return len(rows)
-    records = []
+        w.writerows(row for _, row in keyed)
+        return len(keyed)
+    keyed = []
     for p, t in texts:
-        try:
-            records += json.loads(t) if kind == "json" else [json.loads(line) for line in t.splitlines() if line.strip()]
-        except json.JSONDecodeError as e:
-            raise MimikaError(f"{p}: not whole JSON ({e}); was its job cut short?") from None
+        for n, record in enumerate(_records(p, t, kind), 1):
+            keyed.append((_order(p, f"record {n}", record.get("file", ""), record.get("frame")) if sort else (),
+                          record))
     if sort:
-        records.sort(key=_order)
+        keyed.sort(key=lambda kr: kr[0])  # stable: the faces of a file keep their order
+    records = [r for _, r in keyed]
     if kind == "json":
         out.write(json.dumps(records, indent=2) + "\n")
     else:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
 
@@ -25,6 +25,9 @@ from ..prepare.crop import crop_face, whole_image_box
 from ..prepare.detection import DEFAULT_DETECTOR, get_detector
 from ..prepare.images import LoadedImage, load_image
 from .results import Face, ImageResult, Results
+
+if TYPE_CHECKING:
+    from .annotate import Copies
 
 __all__ = ["Face", "ImageResult", "Recognizer", "Results", "Source", "expand_inputs", "recognize"]
 
@@ -129,41 +132,48 @@ class Recognizer:
                              for i, t, frame in read_frames(path, every)), batch_faces)
 
     def predict(self, sources: Iterable[str | os.PathLike | Source], every: int = 1,
-                annotate: str | os.PathLike | None = None, batch_faces: int = 64,
+                annotate: str | os.PathLike | Copies | None = None, batch_faces: int = 64,
                 smoothing: float = 0.0, draw_landmarks: bool = False) -> Iterator[ImageResult]:
         """Results for files, folders (expanded), videos (every `every`-th frame) and "-" (standard
-        input), in input order; with `annotate`, a copy of each image and video with boxes and
-        labels is written below that folder, mirroring the inputs' relative paths. The faces of a
+        input), in input order; with `annotate` (a folder, or the `Copies` that `plan_copies` planned
+        for exactly these sources), a copy of each image and video with boxes and labels is written
+        below that folder, mirroring the inputs' relative paths. The faces of a
         video are tracked (`Face.track_id`); `smoothing` in [0, 1) averages each track's
         probabilities over time (exponential moving average); `draw_landmarks` marks each face's
         eyes, nose and mouth on the annotated copies."""
-        from .annotate import Annotator
+        from .annotate import Copies, VideoCopy, annotate_image, plan_copies
         from .tracking import FaceTracker
         if every < 1:
             raise MimikaError(f"every must be at least 1, got {every}")
         items = [x for s in sources for x in ([s] if isinstance(s, Source) else expand_inputs([s]))]
-        writer = Annotator(annotate, every=every, landmarks=draw_landmarks) if annotate else None
-        images: list[Source] = []
-        for src in items + [None]:
+        copies = annotate if isinstance(annotate, Copies) else plan_copies(items, annotate) if annotate else None
+        if copies is not None and len(copies.targets) != len(items):
+            raise ValueError(f"{len(copies.targets)} annotated copies planned for {len(items)} inputs")
+        targets = copies.targets if copies else [None] * len(items)
+        images: list[tuple[Source, Path | None]] = []
+        for src, target in [*zip(items, targets), (None, None)]:
             if src is None or src.video:
-                for s, res in zip(images, self.get_files([s.path for s in images], batch_faces)):
-                    yield writer.image(s, res) if writer else res
+                for (s, t), res in zip(images, self.get_files([s.path for s, _ in images], batch_faces)):
+                    yield annotate_image(s.path, t, res, draw_landmarks) if t else res
                 images = []
             if src is None:
                 break
             if not src.video:
-                images.append(src)
+                images.append((src, target))
                 continue
             tracker = FaceTracker(smoothing=smoothing)
+            video = VideoCopy(src.path, target, every, draw_landmarks) if target else None
             try:
-                for res in self.get_video(src.path, every, batch_faces, keep_frames=writer is not None):
+                for res in self.get_video(src.path, every, batch_faces, keep_frames=video is not None):
                     tracker.update(res.faces)
-                    yield writer.frame(src, res) if writer else res
+                    yield video.add(res) if video else res
+                if video:
+                    video.commit()  # only once every frame is in: a run stopped part-way leaves no copy
             except MimikaError as err:
                 yield ImageResult(src.path, error=str(err))
             finally:
-                if writer:
-                    writer.close_video()
+                if video:
+                    video.discard()
 
     def _stream(self, items, batch_faces: int) -> Iterator[ImageResult]:
         pending: list[tuple[ImageResult, list[Detection], list[np.ndarray], float]] = []
@@ -229,7 +239,8 @@ def expand_inputs(paths: Iterable[str | os.PathLike]) -> list[Source]:
             out.append(Source("-", Path("stdin")))
         elif p.is_dir():
             found = sorted(list_images(p) + list_videos(p))
-            out.extend(Source(str(f), Path(p.name) / f.relative_to(p), is_video(f)) for f in found)
+            folder = Path(os.path.abspath(p)).name  # ".." and "." named by what they are
+            out.extend(Source(str(f), Path(folder) / f.relative_to(p), is_video(f)) for f in found)
         else:
             out.append(Source(str(given), Path(p.name), is_video(p)))
     return out

@@ -104,8 +104,9 @@ class ImageResult:
         return "\n".join(lines)
 
     def records(self, labels: list[str]) -> list[dict]:
-        """One flat record per face (and one for an image without faces or with an error): the rows
-        of the CSV and of the DataFrame."""
+        """One flat record per face (and one for an image without faces): the rows of the CSV and of
+        the DataFrame; each carries the error, as the JSON object does (an image whose faces were
+        found may still fail, e.g. its annotated copy could not be written)."""
         base = {"file": self.file, "frame": self.frame, "time": None if self.time is None else round(self.time, 3)}
         if not self.faces:
             return [{**base, "face": None, "track": None, "x": None, "y": None, "w": None, "h": None, "label": None,
@@ -113,7 +114,7 @@ class ImageResult:
         return [{**base, "face": i, "track": f.track_id, "x": f.box[0], "y": f.box[1], "w": f.box[2], "h": f.box[3],
                  "label": f.label, "score": f.score, "uncertain": f.uncertain,
                  **{name: f.scores.get(name) for name in labels},
-                 "error": None} for i, f in enumerate(self.faces, 1)]
+                 "error": self.error} for i, f in enumerate(self.faces, 1)]  # faces found, then a copy not written
 
     def csv_rows(self, labels: list[str]) -> list[list[str]]:
         return [[f"{v:.3f}" if k == "time" and v is not None else _csv_cell(v) for k, v in r.items()]
