@@ -66,6 +66,9 @@ class CnnDetector:
     gives `Detection`s with scores and landmarks. Defaults: bench/detection.py."""
 
     min_size: int = 24  # smallest face side (image pixels) to find: sets the working scale
+    min_face: int = 0  # boxes of a smaller side are dropped, as Haar's min_size drops them (--min-face sets
+    #                    both); the presets drop none: the network also finds faces a little under
+    #                    min_size, and their boxes run smaller than the face sets' (bench/detection.py)
     score: float = 0.4  # heat-map threshold
     net_face: float = 14.0  # a face of min_size is shrunk (or enlarged) to this many network pixels
     min_side: int = 128  # small images are enlarged to at least this long side (a 48x48 crop works)
@@ -86,7 +89,7 @@ class CnnDetector:
         return self.color
 
     def __post_init__(self) -> None:
-        if self.min_size < 1 or self.net_face <= 0 or self.min_side < 1 or self.max_side < self.min_side:
+        if self.min_size < 1 or self.min_face < 0 or self.net_face <= 0 or self.min_side < 1 or self.max_side < self.min_side:
             raise MimikaError(f"bad face-detector settings: {self}")
 
     @property
@@ -105,9 +108,10 @@ class CnnDetector:
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         """Faces in a uint8 image: H x W gray (what mimika passes), H x W x 3 BGR or H x W x 4 BGRA;
-        strongest first. The landmarks of a tilted face come from a second look at it turned upright."""
+        strongest first, none whose box side is under `min_face`. The landmarks of a tilted face come
+        from a second look at it turned upright."""
         img = _check_image(image)
-        return [self._refined(img, d) for d in self._detect(img)]
+        return [self._refined(img, d) for d in self._detect(img) if max(d.box[2:]) >= self.min_face]
 
     def _refined(self, img: np.ndarray, d: Detection) -> Detection:
         """`d` with the landmarks found on a patch around it, rotated so that its eyes are level (when

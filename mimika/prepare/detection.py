@@ -52,13 +52,16 @@ def preset_name(name: str) -> str:
 
 def get_detector(name: str = DEFAULT_DETECTOR, **overrides) -> CnnDetector | HaarDetector:
     """A preset by name ("default": `DEFAULT_DETECTOR`), with settings overridden (None values are
-    ignored; `min_size` applies to both kinds, the others to the kind that has them); its weights or
-    cascade loaded now, so a bad setting fails here, not on every image."""
+    ignored; `min_size` applies to both kinds, the others to the kind that has them: for the CNN it
+    sets the working scale and drops smaller boxes, `min_face`, as Haar's minSize does); its weights
+    or cascade loaded now, so a bad setting fails here, not on every image."""
     name = preset_name(name)
     if name not in PRESETS:
         raise MimikaError(f"unknown detector {name!r}; presets: {', '.join(PRESETS)}")
     preset = PRESETS[name]
     given = {k: v for k, v in overrides.items() if v is not None}
+    if isinstance(preset, CnnDetector) and "min_size" in given:
+        given.setdefault("min_face", given["min_size"])
     known = {f.name for f in fields(preset)}
     foreign = sorted(set(given) - known)
     if foreign:
