@@ -84,7 +84,7 @@ def test_calibrate_stores_the_prior_and_prediction_can_answer_balanced(tmp_path,
     import cv2
 
     from mimika import Recognizer
-    from mimika.training.calibration import calibrate, fit_calibration, prediction_logits, probabilities
+    from mimika.training.calibration import calibrate, fit_calibration
     model = create_model("vgg48", seed=2)
     model.save(tmp_path / "m.npz")
     onnx_path = export_onnx(model, tmp_path / "m.onnx", half=False)
@@ -109,8 +109,7 @@ def test_calibrate_stores_the_prior_and_prediction_can_answer_balanced(tmp_path,
     trained = onnx_model.predict_proba(faces)
     c.prior = "balanced"
     balanced = onnx_model.predict_proba(faces)
-    expected = probabilities(prediction_logits(onnx_model, faces), c.temperature, -np.log(c.class_prior))
-    assert np.allclose(balanced, expected, atol=1e-6)
+    # the formula itself, by hand: tests/test_probabilities_by_hand.py
     assert (balanced[:, 2] > trained[:, 2]).all() and (balanced[:, 0] < trained[:, 0]).all()
     assert main(["configure", str(tmp_path / "m.npz"), "--fitted-from", str(onnx_path)]) == 0
     npz = Model.load(tmp_path / "m.npz")

@@ -128,3 +128,36 @@ def test_a_moving_face_hidden_for_a_while_keeps_its_id_through_the_recognizer(as
     assert all(ids == [1] for frame, ids in seen if not 9 <= frame < 18), seen
     xs = [r.faces[0].box[0] for r in results if r.faces]
     assert all(b > a for a, b in zip(xs, xs[1:])), xs  # the face did move
+
+
+def test_smooth_through_the_cli_gives_each_tracks_moving_average(astronaut_bgr, tmp_path, capsys):
+    """--smooth A: a track's probabilities are A x its previous ones + (1 - A) x this frame's
+    (renormalized), worked out here from the unsmoothed run. The face alternates with its mirror
+    image, which the seed model reads quite differently, so the average has something to do."""
+    import json
+
+    from mimika.cli import main
+    head = astronaut_bgr[10:210, 140:340]
+    path = str(tmp_path / "alternating.avi")
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 10, (240, 240))
+    for i in range(6):
+        canvas = np.full((240, 240, 3), 127, np.uint8)
+        canvas[20:220, 20:220] = head if i % 2 == 0 else head[:, ::-1]
+        writer.write(canvas)
+    writer.release()
+
+    def run(*flags):
+        assert main(["predict", path, "--json", "--model", "seed", *flags]) == 0
+        frames = json.loads(capsys.readouterr().out)
+        assert [len(f["faces"]) for f in frames] == [1] * 6 and {f["faces"][0]["track"] for f in frames} == {1}
+        return [f["faces"][0]["scores"] for f in frames]
+
+    raw, smoothed = run(), run("--smooth", "0.75")
+    want = dict(raw[0])
+    for t, (now, got) in enumerate(zip(raw, smoothed)):
+        if t:
+            mixed = {k: 0.75 * want[k] + 0.25 * p for k, p in now.items()}
+            want = {k: v / sum(mixed.values()) for k, v in mixed.items()}
+        assert max(abs(got[k] - want[k]) for k in want) < 1e-6, (t, got, want)
+        assert list(got) == sorted(got, key=lambda k: -got[k])  # ranked again
+    assert max(abs(smoothed[t][k] - raw[t][k]) for t in range(1, 6) for k in raw[t]) > 0.05  # it did smooth
