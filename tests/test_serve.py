@@ -9,6 +9,7 @@ import base64
 import concurrent.futures
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -56,7 +57,7 @@ def post(client, data: bytes, path="/v1/predict", filename="astronaut.jpg", **fi
 
 
 def without_timing(doc: dict) -> dict:
-    assert set(doc["timing"]) == {"read_ms", "wait_ms", "predict_ms", "total_ms"}
+    assert set(doc["timing"]) == {"read_ms", "decode_ms", "wait_ms", "predict_ms", "total_ms"}
     assert all(v >= 0 for v in doc["timing"].values())
     return {k: v for k, v in doc.items() if k != "timing"}
 
@@ -217,6 +218,31 @@ def test_not_an_image_corrupt_empty_and_wrong_fields_are_400(client, jpeg, png):
     assert "/nowhere" in error_of(client.get("/nowhere"), 404)
 
 
+def test_json_nested_too_deeply_is_one_line_400_on_predict_and_the_stream(client, jpeg):
+    """Python's JSON parser raises RecursionError past ~1,000 levels: a 400 like any bad JSON,
+    not a 500 (the request) or a dropped socket (the stream)."""
+    deep = "[" * 100_000 + "]" * 100_000
+    for depth in (1_000, 100_000):
+        text = "[" * depth + "]" * depth
+        r = client.post("/v1/predict", content=text, headers={"content-type": "application/json"})
+        assert "nested too deeply" in error_of(r, 400)
+    with client.websocket_connect("/v1/stream") as ws:
+        ws.send_text(deep)
+        refused = ws.receive_json()
+        assert refused["status"] == 400 and "nested too deeply" in refused["error"]
+        ws.send_bytes(jpeg)  # the stream goes on
+        assert len(ws.receive_json()["faces"]) == 1
+
+
+def test_a_file_given_for_an_option_names_that_field(client, jpeg):
+    files = [("image", ("a.jpg", jpeg)), ("model", ("m.onnx", b"not a name"))]
+    message = error_of(client.post("/v1/predict", files=files), 400)
+    assert "'model' must be a value, not a file" in message and "'image'" not in message.split("(")[0]
+    files = [("image", ("a.jpg", jpeg)), ("format", ("f.txt", b"png"))]
+    assert "'format' must be a value" in error_of(client.post("/v1/annotate", files=files), 400)
+    assert "too many fields" in error_of(client.post("/v1/predict", files=[("image", ("a.jpg", jpeg))] * 9), 400)
+
+
 def test_unknown_model_is_404_and_client_paths_are_never_read(client, jpeg):
     assert "unknown model 'nope'" in error_of(post(client, jpeg, model="nope"), 404)
     assert "unknown model" in error_of(post(client, jpeg, "/v1/annotate", model="nope"), 404)
@@ -284,6 +310,45 @@ def test_concurrent_recognitions_in_one_worker(jpeg):
     for parity in (0, 1):
         faces = [r.json()["faces"] for i, r in enumerate(answers) if i % 2 == parity]
         assert len(faces[0]) == 1 and all(f == faces[0] for f in faces)
+
+
+# --- decoding in bounded processes -----------------------------------------------------------------
+
+def test_a_decode_over_the_memory_bound_is_refused_and_the_next_is_served(jpeg):
+    """Each upload is decoded in a decoder process bounded in memory (--max-decode-mb): a 12 MP
+    PNG needs 12 MB gray and 36 MB in colour, over a bound of 8 MB; the worker answers 400 in one
+    line and the same decoder serves the next upload. The decoders end with the app."""
+    heavy = cv2.imencode(".png", np.zeros((3000, 4000, 3), np.uint8))[1].tobytes()
+    with TestClient(create_app(ServeSettings(max_decode_mb=8))) as c:
+        for path in ("/v1/predict", "/v1/annotate"):
+            message = error_of(post(c, heavy, path, filename="heavy.png"), 400)
+            assert message.startswith("heavy.png: ") and "--max-decode-mb" in message, message
+            assert post(c, jpeg, path).status_code == 200
+        decoders = [d.proc for d in c.app.state.mimika.decoders._idle.queue]
+        assert len(decoders) == 2  # threads + 1
+    assert all(proc.poll() is not None for proc in decoders)
+
+
+def test_a_decode_over_the_time_bound_is_cancelled_and_its_decoder_replaced(jpeg):
+    """A decoder that does not answer within --max-decode-seconds (here: stopped, as one stuck in a
+    hostile file would be) is killed and replaced, and the upload answered 400; a decoder that died
+    while idle is replaced before the next upload, which it does not fail."""
+    with TestClient(create_app(ServeSettings(max_decode_seconds=1))) as c:
+        assert post(c, jpeg).status_code == 200  # loaded
+        pool = c.app.state.mimika.decoders
+        stopped = [d.proc for d in pool._idle.queue]
+        for proc in stopped:
+            os.kill(proc.pid, signal.SIGSTOP)
+        message = error_of(post(c, jpeg, filename="stuck.jpg"), 400)
+        assert message == "stuck.jpg: not decoded within 1 s (the server's limit, --max-decode-seconds)"
+        assert any(proc.poll() is not None for proc in stopped)  # killed
+        for proc in stopped:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)  # died while idle
+                proc.wait()
+        for _ in range(3):
+            assert post(c, jpeg).status_code == 200
+        assert not {d.proc.pid for d in pool._idle.queue} & {proc.pid for proc in stopped}
 
 
 # --- token, CORS ------------------------------------------------------------------------------
@@ -398,6 +463,30 @@ def test_command_settings_warning_and_bad_arguments(monkeypatch, capsys):
             main(_args(*bad))
 
 
+def test_threads_follow_the_cpu_affinity_not_the_machine(monkeypatch):
+    """As the rest of mimika (`common.devices.cores`): a server pinned to 1 core of 8 runs
+    recognitions with 1 thread each."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert ServeSettings().threads_per_recognition == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert ServeSettings(workers=2).threads_per_recognition == 2
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_port_in_use_is_one_line_on_stderr(workers):
+    from mimika.serve.local import serve_command
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = subprocess.run(serve_command() + ["--port", str(port), "--workers", workers], capture_output=True,
+                             text=True, timeout=120)
+    assert out.returncode == 2, out
+    assert out.stderr == f"mimika: error: cannot listen on 127.0.0.1:{port}: Address already in use\n", out.stderr
+    assert "Traceback" not in out.stdout
+
+
 def test_listening_socket_gets_tcp_nodelay_on_accepted_connections():
     """uvicorn's own socket (--workers > 1) leaves Nagle on: 40 ms per keep-alive answer."""
     import asyncio
@@ -426,7 +515,12 @@ def server():
     """`mimika serve` (or `python -m mimika.serve`, the same code) on a free local port."""
     env = {k: v for k, v in os.environ.items() if k != "MIMIKA_TOKEN"}
     with LocalServer(["--max-upload-mb", str(LIMIT_MB)], env=env) as s:
+        _SERVERS[s.port] = s
         yield s.url, s.port
+        del _SERVERS[s.port]
+
+
+_SERVERS: dict[int, LocalServer] = {}  # port -> the server, for its log and process
 
 
 def test_real_server_refuses_a_large_body_before_reading_it(server):
@@ -440,6 +534,67 @@ def test_real_server_refuses_a_large_body_before_reading_it(server):
         answer = answer.decode(errors="replace")
     assert answer.startswith("HTTP/1.1 413"), answer
     assert '"error":"upload too large' in answer
+
+
+def test_real_server_answers_a_large_body_sent_whole_with_413(server):
+    """Most clients (Python's urllib) send the whole body before reading: the server reads and
+    drops the rest (lingering close, bounded), so they read the JSON 413, not a reset."""
+    import urllib.error
+    import urllib.request
+    url, _ = server
+    request = urllib.request.Request(url + "/v1/predict", data=b"\0" * (25 * LIMIT_MB * 1_000_000),
+                                     headers={"Content-Type": "application/octet-stream"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code == 413
+    assert json.loads(refused.value.read())["error"].startswith("upload too large")
+
+
+def _exchange(port: int, data: bytes) -> bytes:
+    """Send everything, then read the answer until the server closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(data)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_real_server_answers_headers_over_the_bound_with_json_431(server):
+    _, port = server
+    answer = _exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 1_000_000 + b"\r\n\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 431 ") and b"application/json" in head, answer[:300]
+    assert json.loads(body)["error"].startswith("request headers too large")
+    head, _, body = _exchange(port, b"NOT HTTP AT ALL\r\n\r\n").partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ") and json.loads(body)["error"].startswith("malformed HTTP request")
+
+
+def test_real_server_stream_refuses_bad_text_in_one_line(server, jpeg):
+    """Text that is no UTF-8 closes the stream with 1007 and one log line (no traceback); JSON
+    nested too deeply is a 400 answer, and the stream goes on."""
+    ws_client = pytest.importorskip("websockets.sync.client", reason="websockets (the serve extra) is not installed")
+    from websockets.exceptions import ConnectionClosed
+    url, port = server
+    with ws_client.connect(f"ws://127.0.0.1:{port}/v1/stream", open_timeout=10, max_size=None) as ws:
+        ws.send("[" * 5_000 + "]" * 5_000)
+        refused = json.loads(ws.recv(timeout=10))
+        assert refused["status"] == 400 and "nested too deeply" in refused["error"]
+        ws.send(jpeg)
+        assert len(json.loads(ws.recv(timeout=30))["faces"]) == 1
+    with ws_client.connect(f"ws://127.0.0.1:{port}/v1/stream", open_timeout=10) as ws:
+        ws.send(b'{"tta": "\xff\xfe"}', text=True)
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+        assert closed.value.rcvd.code == 1007
+    log = _server_log(server)
+    assert "Invalid UTF-8" in log and "Traceback" not in log and "UnicodeDecodeError" not in log
+
+
+def _server_log(server) -> str:
+    import httpx2 as httpx
+    httpx.get(server[0] + "/healthz", timeout=10)  # the log is written before this answer
+    return _SERVERS[server[1]].log()
 
 
 def test_serving_never_imports_pytorch(astronaut_path):

@@ -5,9 +5,11 @@
     mimika serve [--host 127.0.0.1] [--port 8000] [--model NAME] [--detector NAME] [--workers N]
 
 Modules: settings (the flags as one dataclass, passed to worker processes), engine (models and
-detectors loaded once per worker, thread-safe recognition), inputs (the request's image and
-options, checked), state (one worker's engine and recognition threads), handlers (the routes, limits,
-errors, token), stream (the WebSocket of live frames), app (wires them into one app), static/ (the page).
+detectors loaded once per worker, thread-safe recognition), decoders (uploads decoded in child
+processes bounded in memory and time), inputs (the request's image and options, checked), state
+(one worker's engine, decoders and recognition threads), handlers (the routes, limits, errors,
+token), stream (the WebSocket of live frames), app (wires them into one app), server (uvicorn: the
+socket, the logs, HTTP/1.1 with its errors in JSON and lingering close), static/ (the page).
 """
 
 from __future__ import annotations
@@ -16,7 +18,14 @@ import argparse
 import os
 import sys
 
-from .settings import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_MB, ENV_TOKEN, ServeSettings
+from .settings import (
+    DEFAULT_MAX_DECODE_MB,
+    DEFAULT_MAX_DECODE_SECONDS,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MAX_UPLOAD_MB,
+    ENV_TOKEN,
+    ServeSettings,
+)
 
 __all__ = ["add_arguments", "main", "settings_from_args", "ServeSettings"]
 
@@ -41,6 +50,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="largest upload in MB (10^6 bytes): larger ones get 413 before they are read")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                    help="largest image in pixels: larger ones get 400 before they are decoded")
+    p.add_argument("--max-decode-mb", type=float, default=DEFAULT_MAX_DECODE_MB,
+                   help="memory one upload's decode may take (MB, in its decoder process): one that needs more "
+                        "gets 400")
+    p.add_argument("--max-decode-seconds", type=float, default=DEFAULT_MAX_DECODE_SECONDS,
+                   help="time one upload's decode may take: one that takes longer is cancelled (400)")
 
 
 def settings_from_args(args: argparse.Namespace) -> ServeSettings:
@@ -48,7 +62,8 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
                          workers=args.workers, threads=args.threads, cpu_threads=args.cpu_threads,
                          cors=list(args.cors),
                          token=args.token or os.environ.get(ENV_TOKEN) or None,  # not a flag default: --help shows those
-                         max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels).check()
+                         max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels,
+                         max_decode_mb=args.max_decode_mb, max_decode_seconds=args.max_decode_seconds).check()
 
 
 def main(args: argparse.Namespace) -> int:

@@ -1,7 +1,7 @@
 """The HTTP layer, wired: FastAPI over `engine.Engine`, nothing more. `create_app` builds one
-worker's app from its settings: its state (`state`: the engine and the recognition threads), the
-middleware (CORS, the upload limit), the request handlers and their errors (`handlers`), the page's
-files, and the WebSocket stream of live frames (`stream`).
+worker's app from its settings: its state (`state`: the engine, the decoders and the recognition
+threads), the middleware (CORS, the upload limit), the request handlers and their errors
+(`handlers`), the page's files, and the WebSocket stream of live frames (`stream`).
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await asyncio.wait([task], timeout=10)  # a worker stopped while it loads: its decoders started
+            state.close()
             images.settings.max_pixels = saved
 
     app = FastAPI(title="mimika", version=__version__, lifespan=lifespan,

@@ -4,7 +4,7 @@ shared by its threads, over `mimika.recognition.Recognizer` (nothing here recogn
 Thread safety: ONNX Runtime sessions (the models, the CNN face detector) may `run` from several
 threads at once; OpenCV's CascadeClassifier may not (it keeps per-call buffers), and all Haar
 presets share their cascade objects (cached by file), so every Haar detector runs under one lock
-per process. Decoding is serialized by `mimika.images` itself (it redirects fd 2).
+per process. Uploads come decoded (`decoders`: in child processes bounded in memory and time).
 A model's test-time augmentation and class prior live in its config, so a request that asks for
 other ones gets its own copy of the model, never a changed shared one.
 """
@@ -18,15 +18,17 @@ from importlib import resources
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from ..common.choices import MODEL_SETTING, PRIOR_CHOICES, PRIORS, TTA_CHOICES, tta_mode
 from ..common.errors import MimikaError
 from ..network.config import DEFAULT_MODEL, Predictor, shipped_models, with_settings
 from ..network.predictor import load_predictor
 from ..prepare.detection import PRESETS, HaarDetector, get_detector, preset_name
-from ..prepare.images import read_color
+from ..prepare.images import LoadedImage
 from ..recognition.recognizer import Recognizer
 from ..recognition.results import ImageResult
+from .decoders import BadImage, named
 from .settings import ServeSettings
 
 # TTA_CHOICES and PRIOR_CHOICES (common/choices.py) stay importable from here, for the service's other modules
@@ -38,8 +40,11 @@ class NotFound(MimikaError):
     """A model name the server does not serve (HTTP 404)."""
 
 
-class BadImage(MimikaError):
-    """The uploaded bytes are not an image the server takes (HTTP 400)."""
+class _Decoded(Recognizer):
+    """A recognizer of images decoded elsewhere: a `LoadedImage` from the decoders is taken as it is."""
+
+    def load(self, source, color: str = "rgb") -> LoadedImage:
+        return source if isinstance(source, LoadedImage) else super().load(source, color)
 
 
 @dataclass(frozen=True)
@@ -132,27 +137,26 @@ class Engine:
         key = (name, options.tta, options.prior, preset_name(options.detector or self.default_detector))
         rec = self._recognizers.get(key)
         if rec is None:
-            rec = Recognizer(self.predictor(name, options.tta, options.prior), self.detector(options.detector))
+            rec = _Decoded(self.predictor(name, options.tta, options.prior), self.detector(options.detector))
             self._recognizers[key] = rec
         return rec
 
     # requests -----------------------------------------------------------------------------
-    def predict(self, data: bytes, name: str, options: Options) -> dict:
-        """The per-file object of `mimika predict --json` for one uploaded image."""
-        result = _recognized(self.recognizer(options), data, "rgb", name)
+    def keeps_color(self, options: Options) -> bool:
+        """Whether the upload is decoded with a colour copy: for a detector that reads colour."""
+        return bool(getattr(self.detector(options.detector), "takes_color", False))
+
+    def predict(self, image: LoadedImage, name: str, options: Options) -> dict:
+        """The per-file object of `mimika predict --json` for one uploaded image (decoded: `decoders`)."""
+        result = _recognized(self.recognizer(options), image, "rgb", name)
         result.faces = _shown(result.faces, options)
         return result.to_dict()
 
-    def annotate(self, data: bytes, name: str, options: Options) -> tuple[bytes, str, int]:
-        """The uploaded image with each face's box and label drawn: (encoded bytes, media type,
-        number of faces)."""
+    def annotate(self, bgr: np.ndarray, name: str, options: Options) -> tuple[bytes, str, int]:
+        """The uploaded image (decoded in colour at full size) with each face's box and label drawn:
+        (encoded bytes, media type, number of faces)."""
         from ..recognition.annotate import draw_faces
-        rec = self.recognizer(options)
-        try:
-            bgr = read_color(data)
-        except MimikaError as e:
-            raise BadImage(_named(str(e), name)) from None
-        faces = _shown(_recognized(rec, bgr, "bgr", name).faces, options)
+        faces = _shown(_recognized(self.recognizer(options), bgr, "bgr", name).faces, options)
         suffix, media = FORMATS[options.format]
         ok, buf = cv2.imencode(suffix, draw_faces(bgr, faces, color="bgr"),
                                [cv2.IMWRITE_JPEG_QUALITY, 90] if suffix == ".jpg" else [])
@@ -202,13 +206,5 @@ def _recognized(rec: Recognizer, image, color: str, name: str) -> ImageResult:
     naming the upload."""
     result = rec.get_result(image, color=color, name=name)
     if result.error:
-        raise BadImage(_named(result.error, name))
+        raise BadImage(named(result.error, name))
     return result
-
-
-def _named(message: str, name: str) -> str:
-    """The reader names in-memory sources "<bytes>" / "<array>": name the upload instead."""
-    for anon in ("<bytes>", "<array>"):
-        if message.startswith(anon):
-            return name + message[len(anon):]
-    return message

@@ -27,7 +27,8 @@ from starlette.exceptions import HTTPException
 from .. import __version__
 from ..common.errors import MimikaError
 from ..recognition.annotate import COLOR as BOX_BGR
-from .engine import PRIOR_CHOICES, TTA_CHOICES, BadImage, NotFound
+from .decoders import BadImage
+from .engine import PRIOR_CHOICES, TTA_CHOICES, NotFound
 from .inputs import ANNOTATE_FIELDS, OPTION_FIELDS, RequestError, read_request
 from .state import state_of
 
@@ -59,7 +60,8 @@ def _body_doc(annotate: bool) -> dict:
 
 
 _ERRORS_DOC = {code: {"description": why, "content": {"application/json": {"example": {"error": "..."}}}}
-               for code, why in [(400, "not an image, a corrupt image, an empty body, a wrong field, too many pixels"),
+               for code, why in [(400, "not an image, a corrupt image, an empty body, a wrong field, too many pixels, "
+                                       "a decode over the server's memory or time for one"),
                                  (401, "a token is set and the request does not carry it"),
                                  (404, "unknown model"), (413, "upload over the limit"),
                                  (415, "neither multipart/form-data nor JSON"), (503, "the models are still loading")]}
@@ -116,8 +118,10 @@ async def predict(request: Request):
     engine = await state.ready()
     engine.model_name(options.model)  # 404 before any work
     read_ms = (time.perf_counter() - t0) * 1e3
-    result, timing = await state.run(engine.predict, upload.data, upload.name, options)
-    timing = {"read_ms": round(read_ms, 2), **timing, "total_ms": round((time.perf_counter() - t0) * 1e3, 2)}
+    image, decode_ms = await state.decode(upload.data, upload.name, engine.keeps_color(options))
+    result, timing = await state.run(engine.predict, image, upload.name, options)
+    timing = {"read_ms": round(read_ms, 2), "decode_ms": decode_ms, **timing,
+              "total_ms": round((time.perf_counter() - t0) * 1e3, 2)}
     return JSONResponse({**result, "timing": timing}, headers=_server_timing(timing))
 
 
@@ -131,8 +135,9 @@ async def annotate(request: Request):
     upload, options = await read_request(request, state.settings.max_upload_bytes, ANNOTATE_FIELDS)
     engine = await state.ready()
     engine.model_name(options.model)
-    (data, media, n), timing = await state.run(engine.annotate, upload.data, upload.name, options)
-    timing["total_ms"] = round((time.perf_counter() - t0) * 1e3, 2)
+    bgr, decode_ms = await state.decode_color(upload.data, upload.name)
+    (data, media, n), timing = await state.run(engine.annotate, bgr, upload.name, options)
+    timing = {"decode_ms": decode_ms, **timing, "total_ms": round((time.perf_counter() - t0) * 1e3, 2)}
     return Response(data, media_type=media, headers={"X-Mimika-Faces": str(n), **_server_timing(timing)})
 
 
@@ -165,7 +170,9 @@ def add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BadImage)
     @app.exception_handler(NotFound)
     async def _known(request, e):
-        return error(*status_of(e))
+        status, text = status_of(e)
+        # a body refused as it streams in: the connection closes, lingering (`server.HttpProtocol`), unread rest and all
+        return error(status, text, {"Connection": "close"} if status == 413 else None)
 
     @app.exception_handler(HTTPException)
     async def _http(request, e: HTTPException):

@@ -48,10 +48,7 @@ async def read_request(request: Request, max_bytes: int, fields: tuple[str, ...]
         body = await request.body()
         if not body:
             raise RequestError(400, "empty body: send an image (multipart field 'image', or JSON {\"image\": base64})")
-        try:
-            doc = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise RequestError(400, f"the body is not valid JSON ({e})") from None
+        doc = parse_json(body, "the body")
         if not isinstance(doc, dict):
             raise RequestError(400, "the JSON body must be an object: {\"image\": \"<base64 or data URI>\", ...}")
         _only(doc, fields)
@@ -69,14 +66,16 @@ async def read_request(request: Request, max_bytes: int, fields: tuple[str, ...]
 
 
 async def _read_form(request: Request, max_bytes: int, fields: tuple[str, ...]) -> tuple[Upload, Options]:
+    most = len(fields) + 1  # each field once, as a file or a value: what is wrong is said below, by name
     try:
-        form = await request.form(max_files=1, max_fields=len(fields) + 1, max_part_size=1024)
+        form = await request.form(max_files=most, max_fields=most, max_part_size=1024)
     except RequestError:  # the body limit (app.py), raised while the body streams in
         raise
     except Exception as e:  # python-multipart and Starlette raise several types for malformed bodies
         message = getattr(e, "detail", None) or str(e) or type(e).__name__
-        if "Too many files" in message:
-            raise RequestError(400, "field 'image' given more than once: one image per request") from None
+        if "Too many" in message:
+            raise RequestError(400, f"too many fields: each of {', '.join((IMAGE_FIELD,) + fields)} at most once, "
+                                    "and only 'image' a file") from None
         raise RequestError(400, f"multipart body refused ({message})") from None
     try:
         items = list(form.multi_items())
@@ -86,6 +85,10 @@ async def _read_form(request: Request, max_bytes: int, fields: tuple[str, ...]) 
         if dup:
             raise RequestError(400, f"field {dup[0]!r} given more than once")
         values = dict(items)
+        files = [k for k, v in values.items() if k != IMAGE_FIELD and isinstance(v, UploadFile)]
+        if files:
+            raise RequestError(400, f"field {files[0]!r} must be a value, not a file (only 'image' is a file: "
+                                    f"curl -F image=@photo.jpg -F {files[0]}=...)")
         if IMAGE_FIELD not in values:
             raise RequestError(400, "missing field 'image': upload the image as a file (curl -F image=@photo.jpg)")
         part = values.pop(IMAGE_FIELD)
@@ -96,11 +99,20 @@ async def _read_form(request: Request, max_bytes: int, fields: tuple[str, ...]) 
             raise RequestError(413, f"image too large: over {max_bytes:,} bytes (the server's upload limit)")
         if not data:
             raise RequestError(400, "field 'image' is empty")
-        if any(isinstance(v, UploadFile) for v in values.values()):
-            raise RequestError(400, "only field 'image' may be a file")
         return Upload(data, _upload_name(part.filename)), parse_options(values)
     finally:
         await form.close()
+
+
+def parse_json(text: str | bytes, what: str):
+    """A JSON document a client sent; anything else (malformed, not UTF-8, nested deeper than
+    Python's parser recurses: RecursionError) is one RequestError (400) saying so."""
+    try:
+        return json.loads(text)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise RequestError(400, f"{what} is not valid JSON ({e})") from None
+    except RecursionError:
+        raise RequestError(400, f"{what} is not valid JSON for this server: nested too deeply") from None
 
 
 def decode_base64(text: str, max_bytes: int) -> bytes:

@@ -10,6 +10,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field, fields
 
+from ..common.devices import cores
 from ..common.errors import MimikaError
 
 ENV_SETTINGS = "MIMIKA_SERVE_SETTINGS"
@@ -21,6 +22,10 @@ DEFAULT_MAX_UPLOAD_MB = 20.0
 #: (`mimika.prepare.images.DEFAULT_MAX_PIXELS`, larger) suits one user's files on the command line,
 #: not a server's concurrent uploads
 DEFAULT_MAX_PIXELS = 50_000_000
+#: the memory one decode may take in its decoder process (`decoders`): a 50 MP photo at 8 bits
+#: decodes in about 330 MB, its annotated copy included; a 50 MP PNG at 16 bits needs more
+DEFAULT_MAX_DECODE_MB = 512.0
+DEFAULT_MAX_DECODE_SECONDS = 20.0  # the slowest decode at the pixel limit takes 2-7 s here
 
 
 @dataclass
@@ -36,6 +41,8 @@ class ServeSettings:
     cors: list[str] = field(default_factory=list)  # origins allowed to call the API from a browser
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB  # larger bodies get 413 before they are read whole
     max_pixels: int = DEFAULT_MAX_PIXELS  # larger images get 400 before they are decoded
+    max_decode_mb: float = DEFAULT_MAX_DECODE_MB  # a decode that needs more is refused (400)
+    max_decode_seconds: float = DEFAULT_MAX_DECODE_SECONDS  # a decode that takes longer is cancelled (400)
 
     @property
     def max_upload_bytes(self) -> int:
@@ -45,7 +52,7 @@ class ServeSettings:
     def threads_per_recognition(self) -> int:
         """The cores shared out: workers x threads recognitions at once, none waiting on another's
         thread pool (on 2 cores, 2 workers with 2 threads each had a p99 several times the p50)."""
-        return self.cpu_threads or max(1, (os.cpu_count() or 1) // (self.workers * self.threads))
+        return self.cpu_threads or max(1, cores() // (self.workers * self.threads))
 
     @property
     def local(self) -> bool:
@@ -58,6 +65,8 @@ class ServeSettings:
                     (self.cpu_threads >= 0, f"cpu threads must be 0 (automatic) or more, got {self.cpu_threads}"),
                     (self.max_upload_mb > 0, f"max upload must be > 0 MB, got {self.max_upload_mb}"),
                     (self.max_pixels >= 1, f"max pixels must be at least 1, got {self.max_pixels}"),
+                    (self.max_decode_mb > 0, f"max decode memory must be > 0 MB, got {self.max_decode_mb}"),
+                    (self.max_decode_seconds > 0, f"max decode time must be > 0 s, got {self.max_decode_seconds}"),
                     (self.token is None or self.token.strip() != "", "the token must not be empty")]
         for ok, why in problems:
             if not ok:

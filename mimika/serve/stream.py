@@ -3,7 +3,7 @@ options, token and errors, one answer per frame in the order they came."""
 
 from __future__ import annotations
 
-import json
+import logging
 import time
 from urllib.parse import urlsplit
 
@@ -13,10 +13,11 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from ..common.errors import MimikaError
 from .engine import Options
 from .handlers import status_of, token_ok
-from .inputs import OPTION_FIELDS, RequestError, parse_options
+from .inputs import OPTION_FIELDS, RequestError, parse_json, parse_options
 from .state import WorkerState, state_of
 
 router = APIRouter()
+log = logging.getLogger("mimika.serve")
 
 
 @router.websocket("/v1/stream")
@@ -61,8 +62,9 @@ async def stream(ws: WebSocket):
                 t0 = time.perf_counter()
                 engine = await state.ready()
                 engine.model_name(options.model)
-                result, timing = await state.run(engine.predict, frame, "frame", options)
-                timing["total_ms"] = round((time.perf_counter() - t0) * 1e3, 2)
+                image, decode_ms = await state.decode(frame, "frame", engine.keeps_color(options))
+                result, timing = await state.run(engine.predict, image, "frame", options)
+                timing = {"decode_ms": decode_ms, **timing, "total_ms": round((time.perf_counter() - t0) * 1e3, 2)}
                 await ws.send_json({**result, "timing": timing})
             except (RequestError, MimikaError) as e:
                 status, why = status_of(e)
@@ -72,13 +74,13 @@ async def stream(ws: WebSocket):
                 await ws.send_json(answer)
     except WebSocketDisconnect:
         return
+    except Exception:  # a bug: logged, and the client told so with a close frame (not a dropped socket)
+        log.exception("internal error on the stream")
+        await ws.close(code=1011, reason="internal error (logged on the server)")
 
 
 async def _stream_options(state: WorkerState, text: str, current: Options) -> tuple[Options, str | None]:
-    try:
-        doc = json.loads(text)
-    except ValueError:
-        raise RequestError(400, "a text message must be a JSON object of options") from None
+    doc = parse_json(text, "a text message (a JSON object of options)")
     if not isinstance(doc, dict):
         raise RequestError(400, "a text message must be a JSON object of options")
     token = doc.pop("token", None)
