@@ -54,6 +54,7 @@ def _sets(args, spec) -> list:
 
 
 def cmd_predict(args) -> int:
+    from ..common.sessions import set_verbose as sessions_verbose
     from ..prepare.detection import get_detector
     from ..prepare.images import set_verbose
     from ..recognition.parallel import predict, shard
@@ -61,6 +62,7 @@ def cmd_predict(args) -> int:
     from ..recognition.results import BatchOutcome, ResultWriter
 
     set_verbose(args.verbose)
+    sessions_verbose(args.verbose)
     timeline = None
     if args.timeline:
         from ..reports.plots import Timeline, require_matplotlib

@@ -161,7 +161,7 @@ def _predict(sub) -> None:
                    "of each name): N jobs cover every input once; join their outputs with mimika merge")
     p.add_argument("--every", type=POSITIVE, default=1, metavar="N", help="videos: analyse every N-th frame")
     _photo_crop_arg(p, "whole: each image is one face (pre-cropped faces), no detection")
-    p.add_argument("--verbose", action="store_true", help="show the image decoders' own warnings")
+    p.add_argument("--verbose", action="store_true", help="show the image decoders' and ONNX Runtime's own messages")
     _test_time_args(p)
     v = p.add_argument_group("videos and annotated copies")
     v.add_argument("--landmarks", action="store_true", help="draw each face's eyes, nose and mouth on annotated copies")

@@ -17,7 +17,7 @@ import numpy as np
 from ...common.errors import MimikaError
 from ...common.labels import CKPLUS_EMOTIONS, canonical_label, in_code_order, label_of
 from ..crop import CropSpec
-from ..images import list_images, to_gray
+from ..images import IMAGE_SUFFIXES, list_images, to_gray
 from .faceset import FaceSet, fixed_split
 from .prepare import content_digest, crop_files, crop_images, stack_faces
 
@@ -52,7 +52,8 @@ def load_class_folders(root: str | os.PathLike, spec: CropSpec, crop: str = "who
                           "or CK+ codes 0..7)")
     files, names = [], []
     for d in dirs:
-        for f in list_images(d):
+        found = list_images(d)
+        for f in sorted(found + _not_regular(d, found)):  # those are read to be skipped, saying why
             files.append(f)
             names.append(canonical_label(d.name))
     if not files:
@@ -64,6 +65,20 @@ def load_class_folders(root: str | os.PathLike, spec: CropSpec, crop: str = "who
     subjects = [(m.group(1) if (m := SUBJECT_RE.match(files[i].name)) else "") for i in ok]
     return FaceSet(stack_faces(crops, spec), np.array([labels.index(names[i]) for i in ok], np.int64),
                    labels, np.array(subjects, dtype=str), [str(files[i]) for i in ok], skipped, notes)
+
+
+def _not_regular(class_dir: Path, found: list[Path]) -> list[Path]:
+    """Entries named like images, in the folders where `list_images` found files, that it leaves out
+    for being no regular file (a FIFO, a device, a broken link): reading them says so, as for CK+."""
+    out = []
+    for folder in {class_dir, *(f.parent for f in found)}:
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        out += [Path(e.path) for e in entries if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES
+                and not e.is_dir() and not e.is_file()]
+    return out
 
 
 def load_one_class(root: str | os.PathLike, spec: CropSpec, crop: str = "detect", detector=None) -> FaceSet:
