@@ -220,3 +220,31 @@ def test_calibrating_a_balanced_run_uses_the_class_shares_it_drew(astronaut_face
     assert run.drawn_shares and run.validation_faces == 70
     assert np.allclose(run.fitted.class_prior, [0.5, 0.5], atol=1e-6)  # every class of every set equally often
     assert run.training_faces == 70 and np.mean(data.split("Training").y == 0) > 0.7  # the faces held: mostly happy
+
+
+def test_teachers_answer_only_the_faces_of_the_sets_named(astronaut_face, tmp_path):
+    """--teacher-sets: the starting model keeps answering the faces of the set it learned, the other
+    sets' faces are learned from their labels alone."""
+    import torch
+    from conftest import variants
+
+    from mimika.api import create_model
+    from mimika.prepare.datasets import FaceSet
+    from mimika.training.loop import Trainer
+    from mimika.training.options import TrainOptions
+
+    faces = np.stack([cv2.resize(f, (48, 48), interpolation=cv2.INTER_AREA) for f in variants(astronaut_face, 8, 0)])
+    data = FaceSet(faces, np.array([0, 1] * 4), ["happiness", "surprise"], np.full(8, ""),
+                   [f"f{i}" for i in range(8)], origins=np.array(["ferplus"] * 4 + ["expw"] * 4))
+    create_model("vgg48", labels=["happiness", "surprise"], seed=1).save(tmp_path / "teacher.npz")
+    student = create_model("vgg48", labels=["happiness", "surprise"], seed=2)
+    trainer = Trainer(student, data, options=TrainOptions(teacher=str(tmp_path / "teacher.npz"), teacher_weight=0.5,
+                                                         teacher_sets="ferplus"), log=lambda s: 0)
+    x = student.to_input(data.faces)
+    y = torch.from_numpy(data.y)
+    targets = trainer.distilled(x, y, False, trainer.taught).numpy()
+    one_hot = np.eye(2)[data.y]
+    assert np.allclose(targets[4:], one_hot[4:])  # expw: its labels
+    assert not np.allclose(targets[:4], one_hot[:4]) and np.allclose(targets.sum(1), 1)  # ferplus: half the teacher's
+    with pytest.raises(MimikaError, match="no training set is named ckplus"):
+        Trainer(student, data, options=TrainOptions(teacher=str(tmp_path / "teacher.npz"), teacher_sets="ckplus"))

@@ -213,6 +213,15 @@ class Trainer:
             self.logit_offset = self.logit_offset.to(world.device)  # once, not in every step
         self.ddp = None  # DistributedDataParallel around the network while run() runs, on several processes
         self.teachers = load_teachers(o, model, world.device, teachers)
+        self.taught = None  # per face, whether the teachers answer it (--teacher-sets)
+        if o.teacher_sets:
+            named = [s.strip() for s in o.teacher_sets.split(",") if s.strip()]
+            unknown = sorted(set(named) - set(self.train_set.origins.tolist()))
+            if unknown or not self.teachers:
+                raise MimikaError(f"--teacher-sets {o.teacher_sets}: " + (
+                    f"no training set is named {', '.join(unknown)} (the sets: "
+                    f"{', '.join(sorted(set(self.train_set.origins.tolist())))})" if unknown else "needs --teacher"))
+            self.taught = np.isin(self.train_set.origins, named)
 
     @property
     def history(self) -> list[EpochStats]:
@@ -295,7 +304,7 @@ class Trainer:
                 x, y = mixup(x, self.as_distribution(y, soft), o.mixup)
                 soft = True
             if self.teachers:
-                y = self.distilled(x, y, soft)
+                y = self.distilled(x, y, soft, self.taught[mine] if self.taught is not None else None)
             with _autocast(w.device, self.amp):
                 logits = net(x).float()
             if self.logit_offset is not None:
@@ -323,14 +332,19 @@ class Trainer:
         """Targets as class probabilities: vote distributions as they are, class indices one-hot."""
         return y.float() if soft else nn.functional.one_hot(y, len(self.model.labels)).float()
 
-    def distilled(self, x: torch.Tensor, y: torch.Tensor, soft: bool) -> torch.Tensor:
+    def distilled(self, x: torch.Tensor, y: torch.Tensor, soft: bool, taught: np.ndarray | None = None
+                  ) -> torch.Tensor:
         """The targets of a batch with the teachers' answers on the same faces mixed in:
         (1 - w) x the labels (class indices or vote distributions) + w x the teachers' average
-        (each in the student's classes: `Teacher.targets`)."""
+        (each in the student's classes: `Teacher.targets`); `taught`: which faces get them
+        (--teacher-sets), the others keep their labels."""
         labels = self.as_distribution(y, soft)
         with torch.no_grad(), _autocast(self.world.device, self.amp):
             p = torch.stack([t.targets(x, labels) for t in self.teachers]).mean(dim=0)
-        return (1 - self.options.teacher_weight) * labels + self.options.teacher_weight * p
+        w = self.options.teacher_weight
+        if taught is not None:
+            w = w * torch.from_numpy(taught.astype(np.float32))[:, None].to(labels.device)
+        return (1 - w) * labels + w * p
 
     def scored(self) -> Model:
         """The weights validation scores and the run saves: the moving average under --ema."""

@@ -62,6 +62,11 @@ class TrainOptions:
                           metavar="MODEL[,MODEL...]")
     teacher_weight: float = option(0.5, "the weight w of the teachers' probabilities in the targets "
                                    "(with --teacher)", low=0, high=1)
+    teacher_sets: str = option("", "with --teacher and several --data sets: only the faces of these sets "
+                               "(comma-separated names: ferplus, ckplus, expw, taiwanese, a folder's name) get the "
+                               "teachers' answers, e.g. the set the starting model learned, so it is not forgotten "
+                               "while the others are learned from their labels alone. Default: every face",
+                               metavar="SET[,SET...]")
     keep_best: bool = option(False, "end with the weights of the epoch with the best validation accuracy",
                              fixed=False)
     device: str = option("auto", "where to train: cuda (this process's GPU), cpu, or auto (cuda when PyTorch "
