@@ -2076,14 +2076,47 @@ def _limits(mem_limit: int, fsize: int | None = None):
     return apply
 
 
+#: Runs the command given after the path of a file it writes the command's peak memory into. A child
+#: forked from a large process counts that process's resident memory as its own (Linux keeps the
+#: high-water mark across fork and exec), so wait4 in the harness would report the harness's size:
+#: this small launcher forks the command itself, and reports what the command alone used.
+_LAUNCHER = """
+import os, signal, sys
+pid = os.fork()
+if pid == 0:
+    try:
+        import ctypes
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: it dies with the launcher
+    except (OSError, AttributeError):
+        pass
+    try:
+        os.execvp(sys.argv[2], sys.argv[2:])
+    except OSError as e:
+        os.write(2, f"{sys.argv[2]}: {e}\\n".encode())
+    os._exit(127)
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as f:
+    f.write(str(usage.ru_maxrss))
+code = os.waitstatus_to_exitcode(status)
+if code < 0:
+    signal.signal(-code, signal.SIG_DFL)
+    os.kill(os.getpid(), -code)
+sys.exit(code)
+"""
+
+
 def run_process(cmd: list[str], timeout: float, mem_limit: int = 4 * GiB, env: dict | None = None,
                 cwd=None, fsize: int | None = None) -> dict:
     """Run a command with an address-space limit and a time limit; its exit status, output
-    and peak memory (its own, from wait4)."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    and peak memory (its own, from wait4 in `_LAUNCHER`; None for a command killed at its time
+    limit, which the launcher does not outlive)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.NamedTemporaryFile("r", suffix=".peak") as peak:
         t0 = time.monotonic()
-        p = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                             env={**os.environ, **(env or {})}, cwd=cwd, preexec_fn=_limits(mem_limit, fsize))
+        p = subprocess.Popen([sys.executable, "-c", _LAUNCHER, peak.name, *cmd], stdout=out, stderr=err,
+                             stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})}, cwd=cwd,
+                             preexec_fn=_limits(mem_limit, fsize))
         hung = False
         while True:
             pid, status, usage = os.wait4(p.pid, os.WNOHANG)
@@ -2099,10 +2132,12 @@ def run_process(cmd: list[str], timeout: float, mem_limit: int = 4 * GiB, env: d
                 break
             time.sleep(0.01)
         p.returncode = os.waitstatus_to_exitcode(status)
+        own = peak.read().strip()
         out.seek(0)
         err.seek(0)
         return {"rc": p.returncode, "hang": hung, "stdout": out.read().decode("utf-8", "replace"),
-                "stderr": err.read().decode("utf-8", "replace"), "peak_mb": round(usage.ru_maxrss / 1024, 1),
+                "stderr": err.read().decode("utf-8", "replace"),
+                "peak_mb": round(int(own) / 1024, 1) if own else None,
                 "seconds": round(time.monotonic() - t0, 2)}
 
 

@@ -80,3 +80,13 @@ def test_many_small_bombs_are_one_big_one(tmp_path, seed_npz):
 def test_a_model_file_loads_in_bounded_memory(seed_npz):
     run = load_in_child(LOAD_MODEL, seed_npz)
     assert run["rc"] == 0 and run["peak_mb"] < PEAK_MIB, run
+
+
+def test_a_childs_peak_is_its_own_not_the_forking_processs():
+    """Linux keeps a process's high-water mark across fork and exec: without the harness's launcher
+    every child of a large test process would report at least that process's size."""
+    import numpy as np
+    held = np.ones(PEAK_MIB << 20, np.uint8)  # this process now holds more than the bound
+    run = F.run_process([sys.executable, "-c", "pass"], timeout=60)
+    del held
+    assert run["rc"] == 0 and run["peak_mb"] < PEAK_MIB / 4, run
