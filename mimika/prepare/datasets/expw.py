@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from ...common.errors import MimikaError
-from ...common.labels import canonical_label, in_code_order
+from ...common.labels import in_code_order
 from ..crop import CropSpec
 from .faceset import FaceSet, fixed_split
-from .prepare import content_digest, crop_files, csv_header, csv_rows, stack_faces
+from .prepare import content_digest, crop_files, csv_header, labelled_rows, stack_faces
 
 INDEX = "faces.csv"
 COLUMNS = ("image", "source_image", "face_id", "label", "left", "top", "width", "height")
@@ -42,10 +42,7 @@ def read_index(root: Path) -> list[dict]:
     """The rows of `faces.csv`, each checked: a label mimika knows, a box of whole pixels."""
     index = root / INDEX
     rows = []
-    for line, row, _ in csv_rows(index, MAX_INDEX_BYTES):
-        label = canonical_label(row.get("label") or "")
-        if label is None:
-            raise MimikaError(f"{index}: line {line}: unknown label {row.get('label')!r}")
+    for line, row, _, label in labelled_rows(index, MAX_INDEX_BYTES):
         try:
             box = tuple(int(row[k]) for k in ("left", "top", "width", "height"))
         except (TypeError, ValueError):

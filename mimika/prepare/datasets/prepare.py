@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from ...common.errors import MimikaError
+from ...common.labels import canonical_label
 from ...common.progress import progress
 from ..boxes import Box
 from ..crop import CropSpec, single_face
@@ -144,6 +145,16 @@ def csv_rows(index: Path, max_bytes: int) -> Iterator[tuple[int, dict, list[str]
                 yield line, row, list(reader.fieldnames or [])
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise MimikaError(f"{index}: {e}") from None
+
+
+def labelled_rows(index: Path, max_bytes: int) -> Iterator[tuple[int, dict, list[str], str]]:
+    """`csv_rows` with each row's `label` column read as an emotion mimika knows (a row naming no
+    such emotion is one MimikaError naming the file and line)."""
+    for line, row, columns in csv_rows(index, max_bytes):
+        label = canonical_label(row.get("label") or "")
+        if label is None:
+            raise MimikaError(f"{index}: line {line}: unknown label {row.get('label')!r}")
+        yield line, row, columns, label
 
 
 def content_digest(path: Path) -> str:

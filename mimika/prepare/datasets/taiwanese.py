@@ -23,7 +23,7 @@ from ...common.errors import MimikaError
 from ...common.labels import canonical_label, in_code_order
 from ..crop import CropSpec
 from .faceset import FaceSet, fixed_split
-from .prepare import crop_files, csv_header, csv_rows, stack_faces
+from .prepare import crop_files, csv_header, labelled_rows, stack_faces
 
 INDEX = "labels.csv"
 COLUMNS = ("image", "subject", "performance", "view", "label")
@@ -47,10 +47,7 @@ def read_index(root: Path) -> tuple[list[dict], list[str]]:
     if None in voted:
         raise MimikaError(f"{index}: a vote column names no emotion: {vote_columns[voted.index(None)]}")
     rows = []
-    for line, row, _ in csv_rows(index, MAX_INDEX_BYTES):
-        label = canonical_label(row.get("label") or "")
-        if label is None:
-            raise MimikaError(f"{index}: line {line}: unknown label {row.get('label')!r}")
+    for line, row, _, label in labelled_rows(index, MAX_INDEX_BYTES):
         try:
             votes = np.array([float(row[c]) for c in vote_columns])
         except (TypeError, ValueError):
