@@ -21,7 +21,7 @@ except PackageNotFoundError:  # run from a source tree that was never installed
     __version__ = "0+unknown"
 
 _EXPORTS = {
-    "create_model": "api", "fine_tune": "api", "load_model": "api", "train": "api",
+    "create_model": "api", "fine_tune": "api", "interpolate": "api", "load_model": "api", "train": "api",
     "CropSpec": "prepare.crop", "crop_face": "prepare.crop",
     "FaceSet": "prepare.datasets", "load_ckplus": "prepare.datasets", "load_class_folders": "prepare.datasets",
     "load_dataset": "prepare.datasets", "train_val_split": "prepare.datasets", "evaluation_set": "prepare.datasets",

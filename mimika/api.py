@@ -144,6 +144,18 @@ def save_run(model: Model, history: list[EpochStats], out: str | os.PathLike, op
     return out
 
 
+def interpolate(start: Model | str | os.PathLike, tuned: Model | str | os.PathLike, weight: float,
+                out: str | os.PathLike | None = None) -> Model | Path:
+    """(1 - weight) x `start` + weight x `tuned`, weight by weight (training.averaging): the model, or
+    the file written (as the tuned model's file stores its weights) when `out` is given."""
+    from .training.averaging import interpolate as mix
+    tuned = tuned if isinstance(tuned, Model) else Model.load(tuned)
+    if out is not None:
+        check_writable(out)
+    model = mix(start if isinstance(start, Model) else Model.load(start), tuned, weight)
+    return model if out is None else model.save(out, dtype=tuned.stored_dtype)
+
+
 def fine_tune(model: Model | str | os.PathLike, faces: np.ndarray | FaceSet, labels=None, epochs: int = 10,
               lr: float = 0.001, batch_size: int = 32, seed: int = 0, crop: str = "detect",
               out: str | os.PathLike | None = None, log: Callable[[str], None] = print, codes=None,

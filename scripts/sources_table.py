@@ -15,8 +15,10 @@ faces (none of them contempt) answered contempt, the check that a one-class sour
 mean balanced accuracy of the leave-one-source-out rows against today's default on the same parts.
 
 With `--train`, the models this protocol needs and the runs folder lacks are trained first, each
-with the recipe `RECIPES` names (resumed from its checkpoint when interrupted), then made into
-prediction files as a shipped model is (`scripts/retrain.sh ship`). Nothing here is chosen on a
+with the recipe `RECIPES` names (resumed from its checkpoint when interrupted; a run that starts
+from `ferplus` is then mixed with it, `MIXED`), then made into prediction files as a shipped model
+is (`scripts/retrain.sh ship`): the model trained on all sources is the shipped `multisource`'s
+recipe (`scripts/retrain.sh multisource`). Nothing here is chosen on a
 test part: the recipes were chosen on the validation parts (`--split val`), reports/experiments.md.
 """
 
@@ -52,11 +54,17 @@ SPLITS = {"test": "PrivateTest", "val": "PublicTest"}
 #: FER+ cannot, and trains from scratch on the other sources with the FER+ recipe's schedule
 COMMON = ["--detector", "cnn", "--with-neutral", "--batch-size", "64", "--weight-decay", "5e-4", "--augment",
           "--soft-labels", "--source-balance", "0.5", "--class-balance", "0.5", "--keep-best", "--half", "--bf16"]
+MIX_WEIGHT = 0.6  # chosen on the validation parts, experiments.md E36
 RECIPES = {
     "from-ferplus": ["--init", "mimika/models/ferplus.npz", "--epochs", "8", "--lr", "0.005", "--schedule", "cosine"],
     "from-scratch": ["--arch", "vgg48", "--epochs", "40", "--lr", "0.05", "--schedule", "cosine",
                      "--warmup-epochs", "1"],
 }
+
+
+#: recipe -> the weight of its run in the mix with the model it started from (`mimika interpolate`,
+#: WiSE-FT: experiments.md E36); a recipe without a start is not mixed
+MIXED = {"from-ferplus": MIX_WEIGHT}
 
 
 def recipe_for(without: str | None) -> str:
@@ -103,30 +111,40 @@ def set_paths(without: str | None, data_dir: Path) -> list[str]:
 
 
 def train_command(without: str | None, out: Path, data_dir: Path) -> list[str]:
-    """`mimika train` on every training set but `without`, by its recipe."""
+    """`mimika train` on every training set but `without`, by its recipe (into `tuned.npz` where the
+    recipe then mixes the run with its start)."""
     sets = [a for path in set_paths(without, data_dir) for a in ("--data", path)]
+    trained = "tuned.npz" if MIXED.get(recipe_for(without)) else "model.npz"
     return [sys.executable, "-m", "mimika.cli", "train", *sets, *COMMON, *RECIPES[recipe_for(without)],
-            "--out", str(out / "model.npz"), "--checkpoint", str(out / "ckpt.npz")]
+            "--out", str(out / trained), "--checkpoint", str(out / "ckpt.npz")]
+
+
+def run(cmd: list[str]) -> None:
+    print(" ".join(cmd), file=sys.stderr, flush=True)
+    subprocess.run(cmd, check=True, cwd=ROOT, stdout=sys.stderr)  # the table alone on stdout
 
 
 def ensure_trained(runs: Path, without: str | None, data_dir: Path) -> Path:
     """The prediction file of the model trained without `without`, trained and shipped if missing:
-    flip, INT8, and the temperature and balance fitted on the validation parts of its own sets."""
+    the recipe's run (mixed with its start where `MIXED` says so), then flip, INT8, and the
+    temperature and balance fitted on the validation parts of its own sets."""
     out = run_dir(runs, without)
     ship = out / "ship" / "model.onnx"
     if ship.is_file():
         return ship
     out.mkdir(parents=True, exist_ok=True)
-    if not (out / "model.npz").is_file():
+    mix = MIXED.get(recipe_for(without))
+    if not (out / ("tuned.npz" if mix else "model.npz")).is_file():
         cmd = train_command(without, out, data_dir)
-        if (out / "ckpt.npz").is_file():
-            cmd += ["--resume", str(out / "ckpt.npz")]
-        print(" ".join(cmd), file=sys.stderr, flush=True)
-        subprocess.run(cmd, check=True, cwd=ROOT)
+        run(cmd + (["--resume", str(out / "ckpt.npz")] if (out / "ckpt.npz").is_file() else []))
+    if mix and not (out / "model.npz").is_file():
+        start = RECIPES[recipe_for(without)][RECIPES[recipe_for(without)].index("--init") + 1]
+        run([sys.executable, "-m", "mimika.cli", "interpolate", start, str(out / "tuned.npz"), "--weight", str(mix),
+             "--out", str(out / "model.npz")])
     first, *others = set_paths(without, data_dir)
     more = [a for path in others for a in ("--data", path)] + ["--detector", "cnn", "--with-neutral"]
-    subprocess.run(["bash", str(ROOT / "scripts" / "retrain.sh"), "ship", "model", str(out / "model.npz"), first,
-                    str(out / "ship"), *more], check=True, cwd=ROOT)
+    run(["bash", str(ROOT / "scripts" / "retrain.sh"), "ship", "model", str(out / "model.npz"), first,
+         str(out / "ship"), *more])
     return ship
 
 

@@ -283,3 +283,10 @@ def cmd_export(args) -> int:
         print(f"checked {args.out}: ONNX Runtime ({provider}) against PyTorch ({device}) on faces of the bundled "
               f"photo: largest probability difference {diff:.2e}")
     return 0
+
+
+def cmd_interpolate(args) -> int:
+    from ..api import interpolate
+    out = interpolate(args.start, args.tuned, args.weight, args.out)
+    print(f"wrote {out} ({1 - args.weight:g} x {args.start} + {args.weight:g} x {args.tuned})")
+    return 0

@@ -339,9 +339,20 @@ def _export(sub) -> None:
                 "on faces of the bundled photo; prints the largest probability difference")
 
 
+def _interpolate(sub) -> None:
+    i = _command(sub, "interpolate", "mix a fine-tuned model's weights with those of the model it started from "
+                 "(WiSE-FT): some of what the start knew kept, at no cost at prediction time",
+                 ["mimika interpolate mimika/models/ferplus.npz runs/tuned/model.npz --weight 0.6 --out mix.npz"])
+    i.add_argument("start", help="the model the fine-tuning started from (.npz or shipped name)")
+    i.add_argument("tuned", help="the fine-tuned model (.npz): its labels, crop and settings are kept")
+    i.add_argument("--weight", type=_number(float, 0, 1), required=True,
+                   help="the tuned model's share (1: the tuned model, 0: its start)")
+    i.add_argument("--out", required=True, help="model file (.npz) to write, atomically")
+
+
 #: the commands in the order `mimika --help` lists them
 BUILDERS = (_predict, _train, _crossval, _finetune, _evaluate, _models, _merge, _calibrate, _serve, _configure,
-            _export)
+            _export, _interpolate)
 
 
 def build_parser() -> argparse.ArgumentParser:
