@@ -1,6 +1,6 @@
 """Prediction speed and memory: the figures of issue 5, as medians over repeated runs.
 
-    python bench/predict.py [--repeats 7] [--install-size]
+    python bench/predict.py [--repeats 7] [--install-size] [--model NAME]
 
 1. whole process `mimika predict photo.jpg` (start, load, detect, classify, print): wall time
    and peak memory (max RSS), default model (ONNX Runtime) vs the same model through PyTorch;
@@ -61,8 +61,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--batch", type=int, default=512)
     ap.add_argument("--install-size", action="store_true")
+    ap.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(shipped_models()),
+                    help="the shipped model measured (default: the default model)")
     a = ap.parse_args()
-    files = shipped_models()[DEFAULT_MODEL]
+    files = shipped_models()[a.model]
     tmp = Path(tempfile.mkdtemp())
     photo = photo_640x480_colour()
     photo_path = tmp / "photo.jpg"
@@ -73,11 +75,12 @@ def main() -> None:
     if not exe:
         raise SystemExit("no `mimika` command: pip install -e . first")
     exe = str(exe)
-    print(f"default model: {DEFAULT_MODEL}; photo 640x480, one face; medians of {a.repeats} runs\n")
+    default = " (the default)" if a.model == DEFAULT_MODEL else ""
+    print(f"model: {a.model}{default}; photo 640x480, one face; medians of {a.repeats} runs\n")
 
     print("1. whole process: mimika predict photo.jpg")
     rows = {}
-    for label, extra in [("ONNX Runtime (default)", []), ("PyTorch (.npz)", ["--model", str(files[".npz"])])]:
+    for label, extra in [("ONNX Runtime", ["--model", a.model]), ("PyTorch (.npz)", ["--model", str(files[".npz"])])]:
         runs = [run_process([exe, "predict", str(photo_path), *extra]) for _ in range(a.repeats)]
         rows[label] = (statistics.median(r[0] for r in runs), max(r[1] for r in runs))
         print(f"   {label:<24} {rows[label][0]:6.3f} s   peak memory {rows[label][1]:6.1f} MiB")
@@ -85,7 +88,7 @@ def main() -> None:
     print(f"   ratio PyTorch/ONNX: time {t_torch / t_onnx:.2f}x, memory {m_torch / m_onnx:.2f}x\n")
 
     print("2. per photo once loaded (detect + classify)")
-    rec = mimika.Recognizer()
+    rec = mimika.Recognizer(a.model)
     for name in PRESETS:
         rec.detector = PRESETS[name]
         seen = rec.load(photo, "bgr").for_detector  # colour for the CNN presets, gray for Haar
@@ -98,7 +101,7 @@ def main() -> None:
     face = mimika.crop_face(gray, rec.detector(gray)[0], rec.model.config.crop)
     crops = np.repeat(face[None], a.batch, axis=0)
 
-    print(f"\n3. classification alone, batches of {a.batch} face crops (model {DEFAULT_MODEL}, "
+    print(f"\n3. classification alone, batches of {a.batch} face crops (model {a.model}, "
           f"test-time augmentation {rec.model.config.tta or 'none'})")
     backends = [("ONNX Runtime, shipped file", rec.model)]
     try:

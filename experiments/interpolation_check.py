@@ -1,5 +1,5 @@
 """Weights between `ferplus` and a model fine-tuned from it on many sources (WiSE-FT): does a
-point between them keep FER+ while keeping the other sources? (experiments.md E36)
+point between them keep FER+ while keeping the other sources? (experiments.md E37)
 
     python experiments/interpolation_check.py START.npz TUNED.npz [--weights 0.25 0.5 0.75] [--save DIR]
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Retrain a shipped model from ../shared/data with the exact commands that made it (ferplus trained in
 # float32, the default before mimika chose bf16 on CPUs with native bf16: hence its --no-bf16):
-#   bash scripts/retrain.sh seed|ferplus|fer2013      (ferplus about 65 min here, fer2013 about 2 h)
+#   bash scripts/retrain.sh seed|ferplus|fer2013|multisource   (ferplus about 65 min here, fer2013 about 2 h,
+#   multisource about 15 min from the shipped ferplus)
 # and the same shipped-file steps for a candidate of experiments/experiments.md, in a scratch folder:
 #   bash scripts/retrain.sh ship NAME RUN.npz DATA OUTDIR [MORE...]
 # (MORE: further calibrate flags for a model trained on several sets, e.g. --data SET ... --detector cnn:
@@ -39,9 +40,19 @@ case "${1:-}" in
       --lr 0.005 --schedule cosine --augment --weight-decay 5e-4 --keep-best --half --bf16 \
       --out runs/e13-fer2013-wide/model.npz --checkpoint runs/e13-fer2013-wide/stage2.ckpt.npz
     shipped fer2013 runs/e13-fer2013-wide/model.npz $D/fer2013/fer2013.csv.gz ;;
+  multisource)  # ferplus trained on beside CK+, ExpW and the Taiwanese corpus (experiments E32), then its weights
+    # mixed 0.4 / 0.6 with ferplus' (E37); the temperature and balance fitted on all four validation parts
+    mimika train --data $D/fer2013/fer2013new.csv --data $D/ckplus --with-neutral --data $D/expw --data $D/taiwanese \
+      --detector cnn --init $M/ferplus.npz --epochs 8 --batch-size 64 --lr 0.005 --schedule cosine --weight-decay 5e-4 \
+      --augment --soft-labels --source-balance 0.5 --class-balance 0.5 --keep-best --half --bf16 \
+      --out runs/multisource/tuned.npz --checkpoint runs/multisource/ckpt.npz
+    mimika interpolate $M/ferplus.npz runs/multisource/tuned.npz --weight 0.6 --out runs/multisource/model.npz
+    for f in history.json history.png; do cp runs/multisource/tuned.$f runs/multisource/model.$f; done
+    shipped multisource runs/multisource/model.npz $D/fer2013/fer2013new.csv --data $D/ckplus --data $D/expw \
+      --data $D/taiwanese --detector cnn --with-neutral ;;
   ship)
     [ $# -ge 5 ] || { echo "usage: bash scripts/retrain.sh ship NAME RUN.npz DATA OUTDIR [MORE...]" >&2; exit 2; }
     M=$5; mkdir -p $M
     shipped $2 $3 $4 "${@:6}" ;;
-  *) echo "usage: bash scripts/retrain.sh seed|ferplus|fer2013 | ship NAME RUN.npz DATA OUTDIR" >&2; exit 2 ;;
+  *) echo "usage: bash scripts/retrain.sh seed|ferplus|fer2013|multisource | ship NAME RUN.npz DATA OUTDIR" >&2; exit 2 ;;
 esac

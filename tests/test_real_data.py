@@ -17,7 +17,8 @@ def test_ckplus_subset_counts_match_its_readme():
     assert all(s.startswith("S") for s in data.subjects)
 
 
-@pytest.mark.parametrize("name,csv", [("ferplus", "fer2013new.csv"), ("fer2013", "fer2013.csv.gz")])
+@pytest.mark.parametrize("name,csv", [("ferplus", "fer2013new.csv"), ("fer2013", "fer2013.csv.gz"),
+                                      ("multisource", "fer2013new.csv")])
 def test_shipped_int8_models_agree_with_their_pytorch_weights_on_fer_faces(name, csv):
     """The INT8 prediction files against the float weights they came from, on 1,000 PublicTest faces
     (measured: top-1 agreement 99.5% / 99.6%, mean largest probability difference 0.004 / 0.005)."""
