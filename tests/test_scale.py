@@ -379,21 +379,28 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def test_ctrl_c_with_workers_stops_at_once(astronaut_bgr, tmp_path):
+@pytest.mark.parametrize("where", ["generator", "caller"])
+def test_ctrl_c_with_workers_stops_at_once(astronaut_bgr, tmp_path, where):
     """Ctrl-C while a worker is stuck in a task (here for 600 s): the run ends with KeyboardInterrupt
-    without waiting for it, and its worker processes are gone."""
+    without waiting for it, and its worker processes are gone; whether the interrupt lands while
+    the results are awaited ("generator") or in the caller's own loop, which never closes the
+    generator ("caller": the interpreter's exit would wait for the stalled task)."""
     import select
     paths = sabotage_folder(tmp_path / "in", astronaut_bgr, n_good=3, marked_at=1)
     script = tmp_path / "run.py"
     script.write_text(
-        "import sys\n"
+        "import signal, sys, time\n"
+        # Ctrl-C as a terminal's user sends it: a shell that ran the tests in the background (without
+        # job control) ignores SIGINT, and every child inherits that
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
         "from test_scale import Sabotage\n"
         "from mimika.recognition.parallel import predict\n"
         "from mimika.recognition.recognizer import Recognizer\n"
         "if __name__ == '__main__':\n"
         "    for r in predict(Recognizer('seed', detector=Sabotage('stall')), sys.argv[1:], workers=2, chunk=1):\n"
-        "        print(r.file, flush=True)\n")
+        "        print(r.file, flush=True)\n"
+        + ("        time.sleep(120)\n" if where == "caller" else ""))
     run = subprocess.Popen([PYTHON, str(script), *map(str, paths)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            text=True, start_new_session=True)
     try:

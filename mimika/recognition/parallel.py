@@ -23,10 +23,7 @@ import io
 import json
 import os
 import pickle
-import signal
-import threading
 from collections import deque
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator, TextIO
 
@@ -83,40 +80,14 @@ def _onnx_model(path: str, config, device: str):
     return model
 
 
-@contextmanager
-def _interrupts_held():
-    """Ctrl-C held back (then delivered) while a worker process is being started and recorded: a
-    KeyboardInterrupt between the two would leave a worker the pool does not know, so not kill, and
-    whose inherited output pipes keep a caller waiting for the end of its output."""
-    held = hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
-    if held:
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        if held:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-
-
-def _die_with(parent: int) -> None:
-    """Linux: the worker is killed when the process that started it ends, however it ends."""
-    try:
-        import ctypes
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent:  # it ended before the request
-        os._exit(1)
-
-
-def _start_worker(payload: bytes, threads: int, parent: int) -> None:
+def _start_worker(payload: bytes, threads: int) -> None:
     import dataclasses
+    import signal
     import sys
 
     import cv2
     global _threads, _recognizer
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the workers
-    _die_with(parent)
     _threads = threads
     cv2.setNumThreads(threads)
     _recognizer = pickle.loads(payload)
@@ -250,11 +221,9 @@ class _Pool:
         from concurrent.futures import ProcessPoolExecutor
         self.executor = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
                                             initializer=_start_worker,
-                                            initargs=(self.payload, worker_threads(self.workers), os.getpid()))
+                                            initargs=(self.payload, worker_threads(self.workers)))
         try:
-            with _interrupts_held():
-                ready = self.executor.submit(_ready)
-            ready.result()
+            self.executor.submit(_ready).result()
         except Exception as e:
             self.kill()
             raise MimikaError(f"the worker processes could not start ({type(e).__name__}: {e}); "
@@ -263,8 +232,7 @@ class _Pool:
     def submit(self, task: list[Source], copies):
         if self.executor is None:
             self._start()
-        with _interrupts_held():  # the pool starts workers as tasks come
-            future = self.executor.submit(_run_task, task, {**self.options, "annotate": copies})
+        future = self.executor.submit(_run_task, task, {**self.options, "annotate": copies})
         self.in_flight[future] = copies
         return future
 
