@@ -30,6 +30,11 @@ from .training.options import TrainOptions
 NPZ_ONLY_SETTINGS = ("tta", "margin")
 
 
+def _model(model: Model | str | os.PathLike) -> Model:
+    """A model given as itself, or by its file or shipped name."""
+    return model if isinstance(model, Model) else Model.load(model)
+
+
 def create_model(arch: str = "seed", labels: list[str] | None = None, seed: int | None = 0) -> Model:
     """A new, untrained model of a registered architecture."""
     return Model.create(arch, labels, seed=seed)
@@ -149,10 +154,10 @@ def interpolate(start: Model | str | os.PathLike, tuned: Model | str | os.PathLi
     """(1 - weight) x `start` + weight x `tuned`, weight by weight (training.averaging): the model, or
     the file written (as the tuned model's file stores its weights) when `out` is given."""
     from .training.averaging import interpolate as mix
-    tuned = tuned if isinstance(tuned, Model) else Model.load(tuned)
+    tuned = _model(tuned)
     if out is not None:
         check_writable(out)
-    model = mix(start if isinstance(start, Model) else Model.load(start), tuned, weight)
+    model = mix(_model(start), tuned, weight)
     return model if out is None else model.save(out, dtype=tuned.stored_dtype)
 
 
@@ -173,7 +178,7 @@ def fine_tune(model: Model | str | os.PathLike, faces: np.ndarray | FaceSet, lab
     at a loss on everyone else).
     """
     labels = labels if labels is not None else codes
-    model = model if isinstance(model, Model) else Model.load(model)
+    model = _model(model)
     if not isinstance(faces, FaceSet) and labels is None:
         raise MimikaError("fine_tune needs a label per face (CK+ codes or emotion names)")
     if not 0 <= keep <= 1:
@@ -301,7 +306,7 @@ def export(model: Model | str | os.PathLike | None, out: str | os.PathLike, floa
         raise MimikaError("--calibration is for --int8 exports")
     if int8 and not calibration:
         raise MimikaError("--int8 needs --calibration DATA (a few hundred real faces, e.g. the training set)")
-    model = model if isinstance(model, Model) else Model.load(model)
+    model = _model(model)
     if not int8:
         return Exported(export_onnx(model, out, half=not float32), model)
     faces, source = draw_faces(calibration, model.config.crop, calibration_faces, log=log)

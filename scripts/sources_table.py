@@ -16,7 +16,7 @@ mean balanced accuracy of the leave-one-source-out rows against today's default 
 
 With `--train`, the models this protocol needs and the runs folder lacks are trained first, each
 with the recipe `RECIPES` names (resumed from its checkpoint when interrupted; a run that starts
-from `ferplus` is then mixed with it, `MIXED`), then made into prediction files as a shipped model
+from `ferplus` is then mixed with it, `MIX_WEIGHT`), then made into prediction files as a shipped model
 is (`scripts/retrain.sh ship`): the model trained on all sources is the shipped `multisource`'s
 recipe (`scripts/retrain.sh multisource`). Nothing here is chosen on a
 test part: the recipes were chosen on the validation parts (`--split val`), reports/experiments.md.
@@ -25,6 +25,7 @@ test part: the recipes were chosen on the validation parts (`--split val`), repo
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import subprocess
 import sys
@@ -54,25 +55,30 @@ SPLITS = {"test": "PrivateTest", "val": "PublicTest"}
 #: FER+ cannot, and trains from scratch on the other sources with the FER+ recipe's schedule
 COMMON = ["--detector", "cnn", "--with-neutral", "--batch-size", "64", "--weight-decay", "5e-4", "--augment",
           "--soft-labels", "--source-balance", "0.5", "--class-balance", "0.5", "--keep-best", "--half", "--bf16"]
-MIX_WEIGHT = 0.6  # chosen on the validation parts, experiments.md E37
+START = "mimika/models/ferplus.npz"
+#: the run's weight in its mix with START (`mimika interpolate`, WiSE-FT), chosen on the validation
+#: parts (experiments.md E37); a run from scratch is not mixed
+MIX_WEIGHT = 0.6
 RECIPES = {
-    "from-ferplus": ["--init", "mimika/models/ferplus.npz", "--epochs", "8", "--lr", "0.005", "--schedule", "cosine"],
+    "from-ferplus": ["--init", START, "--epochs", "8", "--lr", "0.005", "--schedule", "cosine"],
     "from-scratch": ["--arch", "vgg48", "--epochs", "40", "--lr", "0.05", "--schedule", "cosine",
                      "--warmup-epochs", "1"],
 }
-
-
-#: recipe -> the weight of its run in the mix with the model it started from (`mimika interpolate`,
-#: WiSE-FT: experiments.md E37); a recipe without a start is not mixed
-MIXED = {"from-ferplus": MIX_WEIGHT}
 
 
 def recipe_for(without: str | None) -> str:
     return "from-scratch" if without == "ferplus" else "from-ferplus"
 
 
+def mixed(without: str | None) -> bool:
+    """Whether the run is mixed with START afterwards: every run that starts from it."""
+    return START in RECIPES[recipe_for(without)]
+
+
+@functools.lru_cache(maxsize=None)
 def read_part(source: str, split: str, spec: CropSpec, data_dir: Path) -> FaceSet:
-    """The faces of one part of a source, prepared for a model's crop, as the protocol reads them."""
+    """The faces of one part of a source, prepared for a model's crop, as the protocol reads them
+    (once per crop: every model of the same input reads the same faces)."""
     path, crop, _ = SOURCES[source]
     data = load_dataset(data_dir / path, spec, crop=crop, detector=PRESETS["cnn"] if crop == "detect" else None)
     return data.split(SPLITS[split])
@@ -87,8 +93,7 @@ def contempt_share(probs: np.ndarray, labels: list[str], data: FaceSet) -> float
 
 
 def score(model, data: FaceSet) -> dict:
-    data = data.relabel(model.labels) if set(data.labels) <= set(model.labels) else data.known_to(model.labels)[0] \
-        .relabel(model.labels)
+    data = data.known_to(model.labels)[0].relabel(model.labels)
     probs = model.predict_proba(data.faces)
     rep = report(data.y, probs.argmax(1), model.labels, probs)
     rep["contempt_share"] = contempt_share(probs, model.labels, data)
@@ -114,7 +119,7 @@ def train_command(without: str | None, out: Path, data_dir: Path) -> list[str]:
     """`mimika train` on every training set but `without`, by its recipe (into `tuned.npz` where the
     recipe then mixes the run with its start)."""
     sets = [a for path in set_paths(without, data_dir) for a in ("--data", path)]
-    trained = "tuned.npz" if MIXED.get(recipe_for(without)) else "model.npz"
+    trained = "tuned.npz" if mixed(without) else "model.npz"
     return [sys.executable, "-m", "mimika.cli", "train", *sets, *COMMON, *RECIPES[recipe_for(without)],
             "--out", str(out / trained), "--checkpoint", str(out / "ckpt.npz")]
 
@@ -126,21 +131,20 @@ def run(cmd: list[str]) -> None:
 
 def ensure_trained(runs: Path, without: str | None, data_dir: Path) -> Path:
     """The prediction file of the model trained without `without`, trained and shipped if missing:
-    the recipe's run (mixed with its start where `MIXED` says so), then flip, INT8, and the
+    the recipe's run (mixed with START where it started from it), then flip, INT8, and the
     temperature and balance fitted on the validation parts of its own sets."""
     out = run_dir(runs, without)
     ship = out / "ship" / "model.onnx"
     if ship.is_file():
         return ship
     out.mkdir(parents=True, exist_ok=True)
-    mix = MIXED.get(recipe_for(without))
+    mix = mixed(without)
     if not (out / ("tuned.npz" if mix else "model.npz")).is_file():
         cmd = train_command(without, out, data_dir)
         run(cmd + (["--resume", str(out / "ckpt.npz")] if (out / "ckpt.npz").is_file() else []))
     if mix and not (out / "model.npz").is_file():
-        start = RECIPES[recipe_for(without)][RECIPES[recipe_for(without)].index("--init") + 1]
-        run([sys.executable, "-m", "mimika.cli", "interpolate", start, str(out / "tuned.npz"), "--weight", str(mix),
-             "--out", str(out / "model.npz")])
+        run([sys.executable, "-m", "mimika.cli", "interpolate", START, str(out / "tuned.npz"), "--weight",
+             str(MIX_WEIGHT), "--out", str(out / "model.npz")])
     first, *others = set_paths(without, data_dir)
     more = [a for path in others for a in ("--data", path)] + ["--detector", "cnn", "--with-neutral"]
     run(["bash", str(ROOT / "scripts" / "retrain.sh"), "ship", "model", str(out / "model.npz"), first,
@@ -162,27 +166,23 @@ def main() -> None:
           "non-contempt faces answered contempt |")
     print("|---|---|---|---|---|---|---|---|---|")
     if a.models:
-        models = dict(m.split("=", 1) for m in a.models)
+        models = {name: load_predictor(path) for name, path in (m.split("=", 1) for m in a.models)}
         for source in SOURCES:
-            for name, path in models.items():
-                model = load_predictor(path)
+            for name, model in models.items():
                 print(row(source, a.split, name, "", score(model, read_part(source, a.split, model.config.crop, a.data))),
                       flush=True)
         return
     if a.split != "test":
         raise SystemExit("the protocol reads the test parts; give --models to read candidates on --split val")
-    everything = {}
-    for source in SOURCES:
-        everything[source] = ensure_trained(a.runs, source, a.data) if a.train else run_dir(a.runs, source) / "ship" \
-            / "model.onnx"
-    everything[None] = ensure_trained(a.runs, None, a.data) if a.train else run_dir(a.runs, None) / "ship" / "model.onnx"
-    missing = [str(p) for p in everything.values() if not Path(p).is_file()]
+    files = {s: ensure_trained(a.runs, s, a.data) if a.train else run_dir(a.runs, s) / "ship" / "model.onnx"
+             for s in [*SOURCES, None]}  # None: trained on every source
+    missing = [str(p) for p in files.values() if not p.is_file()]
     if missing:
         raise SystemExit("missing (run with --train): " + ", ".join(missing))
-    baseline = load_predictor(a.baseline)
+    baseline, every = load_predictor(a.baseline), load_predictor(files[None])
     loso, base, every_row = [], [], []
     for source in SOURCES:
-        without, every = load_predictor(everything[source]), load_predictor(everything[None])
+        without = load_predictor(files[source])
         part = read_part(source, a.split, baseline.config.crop, a.data)
         rep = score(baseline, part)
         base.append(rep["balanced_accuracy"])
