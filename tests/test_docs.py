@@ -109,3 +109,16 @@ def test_the_module_map_names_every_module():
     unnamed = [str(f.relative_to(package)) for f in sorted(package.rglob("*.py"))
                if f"`{f.name}`" not in design and not (f.name == "__init__.py" and f"`{f.parent.name}/`" in design)]
     assert unnamed == []
+
+
+def test_every_package_is_installed():
+    """A non-editable install holds every sub-package (`pip install .` once lacked mimika.cli and
+    mimika.prepare.images, so its `mimika` command failed)."""
+    import fnmatch
+    tomllib = pytest.importorskip("tomllib", reason="Python 3.11+ reads pyproject.toml")
+    root = Path(__file__).resolve().parents[1]
+    include = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = {str(p.parent.relative_to(root)).replace("/", ".") for p in (root / "mimika").rglob("__init__.py")}
+    assert {"mimika.cli", "mimika.prepare.images"} <= packages
+    left_out = [p for p in packages if not any(fnmatch.fnmatchcase(p, pattern) for pattern in include)]
+    assert not left_out, f"packages a `pip install .` would leave out: {left_out}"
