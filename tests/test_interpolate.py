@@ -56,3 +56,23 @@ def test_the_command_writes_the_mix(tmp_path, pair, capsys):
               "--out", str(tmp_path / "x.npz")])
     assert e.value.code == 2 and "out of range" in capsys.readouterr().err
     assert not (tmp_path / "x.npz").exists()
+
+
+def test_a_network_that_pools_globally_mixes_across_input_sizes(tmp_path):
+    """A model fine-tuned at another input size (--input-size) still mixes with its start; a network
+    whose dense layer fits one size does not."""
+    from dataclasses import replace
+
+    from mimika.api import starting_model
+    start = Model.create("vgg48", seed=1)
+    start.save(tmp_path / "start.npz")
+    tuned = starting_model(tmp_path / "start.npz", input_size=56)
+    mix = interpolate(start, tuned, 0.5)
+    assert (mix.config.crop.width, mix.config.crop.height) == (56, 56)
+    crops = np.random.default_rng(0).integers(0, 256, (2, 56, 56), dtype=np.uint8)
+    assert mix.predict_proba(crops).shape == (2, len(mix.config.labels))
+    seed = Model.create("seed", seed=1)
+    other = Model.create("seed", seed=2)
+    other.config.crop = replace(other.config.crop, width=80, height=80)
+    with pytest.raises(MimikaError, match="fit one size only"):
+        interpolate(seed, other, 0.5)
