@@ -37,25 +37,31 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--batch", type=int, default=512)
     a = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp())
     photo = photo_640x480_colour()
     print(f"INT8 ONNX, flip; medians of {a.repeats} runs; {a.batch} crops a batch; photo 640x480, one face\n")
-    base = None
-    for arch, side in CANDIDATES:
-        start = mimika.Model.create(arch, seed=0)
-        start.save(tmp / "start.npz")
-        model = starting_model(tmp / "start.npz", input_size=side)
-        model.config.tta = "flip"
-        path = export_onnx(model, tmp / f"{arch}-{side}.onnx", quantize=True,
-                           calibration=sample_faces(model.config.crop, 64), calibration_source="astronaut crops")
-        onnx = mimika.OnnxModel(path)
-        crops = np.repeat(sample_faces(onnx.config.crop, 1), a.batch, axis=0)
-        rate = a.batch / median_time(lambda: onnx.predict_proba(crops), a.repeats)
-        rec = mimika.Recognizer(onnx)
-        per_photo = median_time(lambda: rec.get(photo, color="bgr"), a.repeats * 3) * 1000
-        base = base or (rate, per_photo)
-        print(f"{arch:<7} {side} px  {rate:7.0f} faces/s ({rate / base[0]:.2f}x)   {per_photo:6.2f} ms per photo "
-              f"({per_photo / base[1]:.2f}x)")
+    with tempfile.TemporaryDirectory() as tmp:
+        base = None
+        for arch, side in CANDIDATES:
+            base = measure(arch, side, Path(tmp), photo, a, base)
+
+
+def measure(arch: str, side: int, tmp: Path, photo: np.ndarray, a, base: tuple[float, float] | None):
+    """Print one candidate's row; returns the ratios' base (the first row's figures)."""
+    start = mimika.Model.create(arch, seed=0)
+    start.save(tmp / "start.npz")
+    model = starting_model(tmp / "start.npz", input_size=side)
+    model.config.tta = "flip"
+    path = export_onnx(model, tmp / f"{arch}-{side}.onnx", quantize=True,
+                       calibration=sample_faces(model.config.crop, 64), calibration_source="astronaut crops")
+    onnx = mimika.OnnxModel(path)
+    crops = np.repeat(sample_faces(onnx.config.crop, 1), a.batch, axis=0)
+    rate = a.batch / median_time(lambda: onnx.predict_proba(crops), a.repeats)
+    rec = mimika.Recognizer(onnx)
+    per_photo = median_time(lambda: rec.get(photo, color="bgr"), a.repeats * 3) * 1000
+    base = base or (rate, per_photo)
+    print(f"{arch:<7} {side} px  {rate:7.0f} faces/s ({rate / base[0]:.2f}x)   {per_photo:6.2f} ms per photo "
+          f"({per_photo / base[1]:.2f}x)")
+    return base
 
 
 if __name__ == "__main__":
