@@ -42,11 +42,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         base = None
         for arch, side in CANDIDATES:
-            base = measure(arch, side, Path(tmp), photo, a, base)
+            rate, per_photo = measure(arch, side, Path(tmp), photo, a.repeats, a.batch)
+            base = base or (rate, per_photo)
+            print(f"{arch:<7} {side} px  {rate:7.0f} faces/s ({rate / base[0]:.2f}x)   {per_photo:6.2f} ms per photo "
+                  f"({per_photo / base[1]:.2f}x)")
 
 
-def measure(arch: str, side: int, tmp: Path, photo: np.ndarray, a, base: tuple[float, float] | None):
-    """Print one candidate's row; returns the ratios' base (the first row's figures)."""
+def measure(arch: str, side: int, tmp: Path, photo: np.ndarray, repeats: int, batch: int) -> tuple[float, float]:
+    """One candidate's classification faces/s and ms per photo, its INT8 file written into `tmp`."""
     start = mimika.Model.create(arch, seed=0)
     start.save(tmp / "start.npz")
     model = starting_model(tmp / "start.npz", input_size=side)
@@ -54,15 +57,10 @@ def measure(arch: str, side: int, tmp: Path, photo: np.ndarray, a, base: tuple[f
     path = export_onnx(model, tmp / f"{arch}-{side}.onnx", quantize=True,
                        calibration=sample_faces(model.config.crop, 64), calibration_source="astronaut crops")
     onnx = mimika.OnnxModel(path)
-    crops = np.repeat(sample_faces(onnx.config.crop, 1), a.batch, axis=0)
-    rate = a.batch / median_time(lambda: onnx.predict_proba(crops), a.repeats)
+    crops = np.repeat(sample_faces(onnx.config.crop, 1), batch, axis=0)
+    rate = batch / median_time(lambda: onnx.predict_proba(crops), repeats)
     rec = mimika.Recognizer(onnx)
-    per_photo = median_time(lambda: rec.get(photo, color="bgr"), a.repeats * 3) * 1000
-    base = base or (rate, per_photo)
-    print(f"{arch:<7} {side} px  {rate:7.0f} faces/s ({rate / base[0]:.2f}x)   {per_photo:6.2f} ms per photo "
-          f"({per_photo / base[1]:.2f}x)")
-    return base
-
+    return rate, median_time(lambda: rec.get(photo, color="bgr"), repeats * 3) * 1000
 
 if __name__ == "__main__":
     main()

@@ -16,12 +16,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-from sources_table import SOURCES, read_part, run_dir, score  # noqa: E402
+from sources_table import ROOT, SOURCES, read_part, score, shipped_file  # noqa: E402
 
 from mimika.network.config import PRIORS, with_settings  # noqa: E402
 from mimika.network.predictor import load_predictor  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
@@ -30,9 +28,10 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--baseline", default="ferplus")
     a = ap.parse_args()
-    models = {"default": {s: load_predictor(a.baseline) for s in SOURCES},
-              "without the source": {s: load_predictor(run_dir(a.runs, s) / "ship" / "model.onnx") for s in SOURCES},
-              "all sources": {s: load_predictor(run_dir(a.runs, None) / "ship" / "model.onnx") for s in SOURCES}}
+    baseline, every = load_predictor(a.baseline), load_predictor(shipped_file(a.runs, None))
+    models = {"default": dict.fromkeys(SOURCES, baseline),  # one model read on every source
+              "without the source": {s: load_predictor(shipped_file(a.runs, s)) for s in SOURCES},
+              "all sources": dict.fromkeys(SOURCES, every)}
     print("| model | prior | " + " | ".join(SOURCES) + " | mean balanced |")
     print("|---|---|" + "---|" * len(SOURCES) + "---|")
     for name, by_source in models.items():

@@ -111,6 +111,11 @@ def run_dir(runs: Path, without: str | None) -> Path:
     return runs / (f"without-{without}" if without else "all")
 
 
+def shipped_file(runs: Path, without: str | None) -> Path:
+    """The prediction file of the model trained without `without` (None: on every source)."""
+    return run_dir(runs, without) / "ship" / "model.onnx"
+
+
 def set_paths(without: str | None, data_dir: Path) -> list[str]:
     return [str(data_dir / SOURCES[s][0]) for s in TRAINING_SETS if s != without]
 
@@ -134,7 +139,7 @@ def ensure_trained(runs: Path, without: str | None, data_dir: Path) -> Path:
     the recipe's run (mixed with START where it started from it), then flip, INT8, and the
     temperature and balance fitted on the validation parts of its own sets."""
     out = run_dir(runs, without)
-    ship = out / "ship" / "model.onnx"
+    ship = shipped_file(runs, without)
     if ship.is_file():
         return ship
     out.mkdir(parents=True, exist_ok=True)
@@ -174,7 +179,7 @@ def main() -> None:
         return
     if a.split != "test":
         raise SystemExit("the protocol reads the test parts; give --models to read candidates on --split val")
-    files = {s: ensure_trained(a.runs, s, a.data) if a.train else run_dir(a.runs, s) / "ship" / "model.onnx"
+    files = {s: ensure_trained(a.runs, s, a.data) if a.train else shipped_file(a.runs, s)
              for s in [*SOURCES, None]}  # None: trained on every source
     missing = [str(p) for p in files.values() if not p.is_file()]
     if missing:
